@@ -1,0 +1,32 @@
+# `make demo` and `make test` work on a fresh machine with nothing but python3.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= runs/demo
+
+.PHONY: demo test test-fast venv clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -c constraints.txt -e '.[test]'
+	touch $@
+
+# Train a small U-Net on the built-in synthetic dataset, evaluate it on the test split, write predictions.
+demo: venv
+	$(BIN)/pixelwise train --config configs/unet_synthetic.yaml --out $(DEMO) --quiet
+	$(BIN)/pixelwise eval --checkpoint $(DEMO)/best.pt --data synthetic --split test --json $(DEMO)/test_metrics.json --quiet
+	$(BIN)/pixelwise datasets write-synthetic $(DEMO)/synthetic --splits test --num-images 8
+	$(BIN)/pixelwise predict --checkpoint $(DEMO)/best.pt $(DEMO)/synthetic/images/test --out $(DEMO)/predictions --quiet
+	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO)/test_metrics.json')); print(f\"demo: test mIoU {100 * m['mIoU']:.2f} %, pixel accuracy {100 * m['pixel_accuracy']:.2f} %; predictions in $(DEMO)/predictions\")"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,242 @@
+"""``pixelwise <command>``: train, eval, predict, models, datasets.
+
+Errors caused by the user's input (``PixelwiseError``) are printed as one ``error: ...`` line with exit status 2,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from pixelwise.errors import PixelwiseError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pixelwise.engine.config import TrainConfig, apply_overrides, load_yaml
+    from pixelwise.engine.train import Trainer
+    from pixelwise.metrics import format_table
+
+    values = load_yaml(args.config) if args.config else {}
+    cli = {
+        "data": args.data,
+        "model": args.model,
+        "epochs": args.epochs,
+        "steps": args.steps,
+        "crop_size": args.crop_size,
+        "batch_size": args.batch_size,
+        "class_weights": args.class_weights,
+        "device": args.device,
+        "num_workers": args.workers,
+    }
+    for key, value in cli.items():
+        if value is not None:
+            values[key] = value
+    if args.epochs is not None:
+        values.pop("steps", None)
+    if args.steps is not None:
+        values.pop("epochs", None)
+    values = apply_overrides(values, args.set or [])
+    if values.get("epochs") is None and values.get("steps") is None:
+        values["epochs"] = 10
+    cfg = TrainConfig.from_dict(values, source=args.config or "the command line")
+    trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(
+        f"training {cfg.model} on {cfg.data} ({len(trainer.train_set)} {cfg.train_split} images, "
+        f"{trainer.num_classes} classes) for {trainer.total_steps} steps ({trainer.num_epochs} epochs) "
+        f"on {trainer.device}; writing {args.out}",
+        flush=True,
+    )
+    metrics = trainer.fit()
+    if metrics is None:
+        print("nothing to do: the run in", args.out, "is already complete")
+        return 0
+    print(f"\nvalidation ({cfg.val_split}) after {trainer.step} steps:")
+    print(format_table(metrics, trainer.classes))
+    print(f"best val mIoU {100 * trainer.best_miou:.2f}; checkpoints in {args.out}/best.pt and last.pt")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pixelwise.data import build_dataset, eval_transforms, pad_collate
+    from pixelwise.engine.checkpoint import check_classes
+    from pixelwise.engine.inference import evaluate, model_from_checkpoint, resolve_device
+    from pixelwise.metrics import format_table
+
+    device = resolve_device(args.device)
+    model, state = model_from_checkpoint(args.checkpoint, device)
+    ds = build_dataset(args.data, args.split, transforms=eval_transforms(state["mean"], state["std"]),
+                       require_masks=True)
+    check_classes(state, list(ds.classes), f"{args.data} ({args.split})", args.checkpoint)
+    if ds.in_channels != state["in_channels"]:
+        from pixelwise.errors import CheckpointError
+
+        raise CheckpointError(
+            f"checkpoint {args.checkpoint} expects {state['in_channels']}-channel images, {args.data} has "
+            f"{ds.in_channels}-channel images"
+        )
+    loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=lambda b: pad_collate(b, state["ignore_index"]),
+                        num_workers=args.workers)
+    with torch.inference_mode():
+        metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"], device,
+                           progress=not args.quiet)
+    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images):")
+    print(format_table(metrics, list(ds.classes)))
+    if args.json:
+        out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
+               "split": args.split}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_json_safe(out), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _json_safe(x):
+    """NaN is not JSON: write it as null."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pixelwise.engine.predict import predict_files
+
+    written = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet)
+    print(f"wrote {len(written)} class-id PNGs with colour masks and overlays to {args.out}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pixelwise.models import build_model, count_parameters, get_model_info, list_models
+
+    rows = []
+    for name in list_models(args.filter):
+        info = get_model_info(name)
+        params = count_parameters(build_model(name, num_classes=21))
+        rows.append((name, info["paper"], f"{params / 1e6:.1f}M"))
+    print("| model | paper | params (21 classes) |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from pixelwise.data import BUILTIN_DATASETS, SegmentationFolder
+
+    if args.action == "write-synthetic":
+        return _write_synthetic(args)
+    if args.path:
+        root = Path(args.path)
+        splits = sorted(p.name for p in (root / "images").iterdir() if p.is_dir()) if (root / "images").is_dir() else []
+        if not splits:
+            from pixelwise.errors import DatasetError
+
+            raise DatasetError(f"{root} has no images/<split>/ folders")
+        for split in splits:
+            ds = SegmentationFolder(root, split)
+            print(f"{split}: {len(ds)} images, {'with' if ds.has_masks else 'WITHOUT'} masks, "
+                  f"{ds.in_channels} channel(s)")
+        print(f"classes ({len(ds.classes)}): {', '.join(ds.classes)}")
+        return 0
+    print("built-in:")
+    for name, desc in BUILTIN_DATASETS.items():
+        print(f"  {name}: {desc}")
+    print("folder layout (pass the folder to --data): images/<split>/<id>.jpg|png, masks/<split>/<id>.png "
+          "(uint8 class ids, 255 = void), classes.txt, optional <split>.txt and palette.txt")
+    shared = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+    if shared.is_dir():
+        print(f"folders found in {shared.resolve()}:")
+        for d in sorted(shared.iterdir()):
+            if (d / "classes.txt").is_file():
+                print(f"  {d.resolve()}")
+    return 0
+
+
+def _write_synthetic(args: argparse.Namespace) -> int:
+    from pixelwise.data.synthetic import write_synthetic_folder
+
+    root = Path(args.path or "synthetic")
+    write_synthetic_folder(root, {s: args.num_images for s in args.splits}, seed=args.seed)
+    print(f"wrote the synthetic dataset ({', '.join(args.splits)}) to {root} in the folder layout")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model; ends by printing the validation metrics")
+    t.add_argument("--data", help="dataset folder, or 'synthetic'")
+    t.add_argument("--model", help="model name (see `pixelwise models`)")
+    t.add_argument("--out", required=True, help="run folder: log.jsonl, config.yaml, last.pt, best.pt")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--steps", type=int, help="optimizer steps (the poly schedule spans them)")
+    t.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"))
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--class-weights", choices=["median-frequency"], help="SegNet's class balancing")
+    t.add_argument("--config", help="YAML recipe (see configs/); options given here override it")
+    t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override any config key, e.g. lr=0.05")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    t.add_argument("--workers", type=int, help="DataLoader worker processes")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a split with masks")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True, help="dataset folder, or 'synthetic'")
+    e.add_argument("--split", default="val", help="split name, optionally sliced: 'train[25:]'")
+    e.add_argument("--json", help="write the metrics dict and class names here")
+    e.add_argument("--batch-size", type=int, default=4)
+    e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_eval)
+
+    pr = sub.add_parser("predict", help="segment image files: class-id PNGs, colour masks, overlays")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_predict)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("filter", nargs="?", default="", help="glob, e.g. 'unet*'")
+    m.set_defaults(func=_models)
+
+    d = sub.add_parser("datasets", help="list datasets; describe a folder; write the synthetic one to disk")
+    d.add_argument("action", nargs="?", choices=["info", "write-synthetic"], default="info")
+    d.add_argument("path", nargs="?", help="info: a dataset folder to describe; write-synthetic: where to write")
+    d.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    d.add_argument("--num-images", type=int, help="write-synthetic: images per split (default: the split's size)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PixelwiseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Training configuration: one dataclass, filled from a YAML recipe and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixelwise.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Lengths are in pixels, ``lr`` per step, times in seconds.
+
+    ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
+    resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.
+    Exactly one of ``epochs`` and ``steps`` sets the run's length; the poly schedule spans it.
+    """
+
+    data: str = "synthetic"
+    model: str = "unet"
+    model_kwargs: dict = field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 8
+    eval_batch_size: int = 4
+    crop_size: tuple[int, int] = (256, 256)
+    input_scale: float = 1.0
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    color_jitter: float = 0.2
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    class_weights: str | list[float] | None = None
+    ignore_index: int = 255
+    seed: int = 0
+    num_workers: int = 0
+    val_every: int = 1
+    log_every: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the bad value and what is accepted."""
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("set either epochs or steps, not both")
+        for name in ("epochs", "steps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ConfigError(f"crop_size must be two positive integers H W, got {self.crop_size!r}")
+        self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+        self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        if not self.input_scale > 0:
+            raise ConfigError(f"input_scale must be > 0, got {self.input_scale}")
+        if isinstance(self.class_weights, str) and self.class_weights != "median-frequency":
+            raise ConfigError(
+                f"class_weights must be 'median-frequency', a list of K floats or null, got {self.class_weights!r}"
+            )
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists, not tuples), so the dict survives YAML, JSON and ``weights_only`` loading."""
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {source}; known keys: {', '.join(sorted(names))}")
+        values = dict(values)
+        for k in ("crop_size", "scale_range", "mean", "std"):
+            if values.get(k) is not None:
+                values[k] = tuple(values[k])
+        return cls(**values)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value lines")
+    return values
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings; values are parsed as YAML (``lr=0.1``, ``crop_size=[128,128]``,
+    ``model_kwargs.base_channels=32`` sets one key of a mapping)."""
+    values = dict(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+        if "." in key:
+            head, sub = key.split(".", 1)
+            inner = dict(values.get(head) or {})
+            inner[sub] = value
+            values[head] = inner
+        else:
+            values[key.strip()] = value
+    return values

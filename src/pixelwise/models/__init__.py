@@ -1,0 +1,17 @@
+"""Segmentation models, built by name through a timm-style registry.
+
+>>> from pixelwise.models import build_model, list_models
+>>> list_models("unet*")
+['unet']
+>>> model = build_model("unet", num_classes=2, base_channels=16)
+
+Importing this package imports every model module, which registers its factories.
+"""
+
+from __future__ import annotations
+
+from pixelwise.models.registry import build_model, count_parameters, get_model_info, list_models, register_model
+from pixelwise.models import unet as unet  # noqa: F401  (registers "unet")
+from pixelwise.models.unet import UNet
+
+__all__ = ["build_model", "count_parameters", "get_model_info", "list_models", "register_model", "UNet"]

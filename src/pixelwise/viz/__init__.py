@@ -1,0 +1,7 @@
+"""Visualisation of segmentation masks: colour masks, overlays, palette PNGs and legends."""
+
+from __future__ import annotations
+
+from pixelwise.viz.colorize import colorize, legend, overlay, save_class_png
+
+__all__ = ["colorize", "legend", "overlay", "save_class_png"]

@@ -1,0 +1,50 @@
+"""Shared fixtures. Real data comes from ../shared/data (or $PIXELWISE_SHARED/data); without it real-data tests skip,
+except under CI=true, where its absence is a failure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixelwise.data.synthetic import write_synthetic_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("PIXELWISE_SHARED", ROOT.parent / "shared"))
+
+
+def _real(name: str) -> Path:
+    path = shared_dir() / "data" / name
+    if not path.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: CI needs ../shared beside the repo (or PIXELWISE_SHARED)")
+        pytest.skip(f"{path} not found (set PIXELWISE_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    return _real("camvid")
+
+
+@pytest.fixture(scope="session")
+def isbi_dir() -> Path:
+    return _real("isbi2012_membrane")
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """8 train / 4 val / 4 test synthetic images of 48x48 in the folder layout."""
+    return write_synthetic_folder(tmp_path / "tiny", {"train": 8, "val": 4, "test": 4}, image_size=(48, 48))
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    # Two cores: keep intra-op threads fixed so timings and float reductions are reproducible.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
