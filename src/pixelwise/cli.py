@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"  {name}: {desc}")
     print("folder layout (pass the folder to --data): images/<split>/<id>.jpg|png, masks/<split>/<id>.png "
           "(uint8 class ids, 255 = void), classes.txt, optional <split>.txt and palette.txt")
-    shared = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+    shared = Path(os.environ.get("PIXELWISE_SHARED", Path.cwd().parent / "shared")) / "data"
     if shared.is_dir():
         print(f"folders found in {shared.resolve()}:")
         for d in sorted(shared.iterdir()):
