@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from pixelwise.errors import PixelwiseError
@@ -82,8 +83,8 @@ def _eval(args: argparse.Namespace) -> int:
             f"checkpoint {args.checkpoint} expects {state['in_channels']}-channel images, {args.data} has "
             f"{ds.in_channels}-channel images"
         )
-    loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=lambda b: pad_collate(b, state["ignore_index"]),
-                        num_workers=args.workers)
+    collate = partial(pad_collate, ignore_index=state["ignore_index"])
+    loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers)
     with torch.inference_mode():
         metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"], device,
                            progress=not args.quiet)

@@ -64,6 +64,8 @@ class _WithTransforms:
         self.transforms = transforms
 
     def __getattr__(self, name):
+        if name == "base":  # not set yet while unpickling in a DataLoader worker: avoid infinite recursion
+            raise AttributeError(name)
         return getattr(self.base, name)
 
     def __len__(self) -> int:

@@ -93,7 +93,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {source}; known keys: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown key(s) {', '.join(unknown)} in {source}; known keys: {', '.join(sorted(names))}"
+            )
         values = dict(values)
         for k in ("crop_size", "scale_range", "mean", "std"):
             if values.get(k) is not None:

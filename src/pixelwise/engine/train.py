@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ def poly_lr_lambda(total_steps: int, power: float = 0.9) -> Callable[[int], floa
 def _loader(dataset, batch_size, shuffle_sampler, cfg: TrainConfig, drop_last: bool) -> DataLoader:
     kwargs: dict[str, Any] = dict(
         num_workers=cfg.num_workers,
-        collate_fn=lambda b: pad_collate(b, cfg.ignore_index),
+        collate_fn=partial(pad_collate, ignore_index=cfg.ignore_index),
         pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.num_workers > 0,
     )
