@@ -210,12 +210,7 @@ class SegmentationFolder(Dataset):
         image = self.load_image(index)
         mask = self.load_mask(index)
         if mask is not None and tuple(mask.shape) != tuple(image.shape[-2:]):
-            h, w = image.shape[-2:]
-            mh, mw = mask.shape
-            raise DatasetError(
-                f"image {self.samples[index].image} is {w}x{h} but its mask {self.samples[index].mask} is "
-                f"{mw}x{mh} (width x height): they must be the same size"
-            )
+            raise _size_mismatch(self.samples[index], tuple(image.shape[-2:]), tuple(mask.shape))
         if self.transforms is not None:
             if mask is None:
                 image = self.transforms(image)
@@ -244,11 +239,8 @@ class SegmentationFolder(Dataset):
             except (UnidentifiedImageError, OSError) as e:
                 raise DatasetError(f"cannot read image {s.image} ({e}): replace or remove the file") from e
             raw = _read_mask_array(s.mask)
-            if (raw.shape[1], raw.shape[0]) != size:
-                raise DatasetError(
-                    f"image {s.image} is {size[0]}x{size[1]} but its mask {s.mask} is {raw.shape[1]}x{raw.shape[0]} "
-                    "(width x height): they must be the same size"
-                )
+            if raw.shape != (size[1], size[0]):
+                raise _size_mismatch(s, (size[1], size[0]), raw.shape)
             counts = np.bincount(raw.ravel(), minlength=256)
             if counts[255] and counts[0] + counts[255] == raw.size:
                 binary += 1
@@ -266,6 +258,13 @@ class SegmentationFolder(Dataset):
                 + BINARY_MASK_HINT.format(last=k - 1)
             )
         return {"class_pixels": class_pixels, "image_pixels": image_pixels}
+
+
+def _size_mismatch(sample: Sample, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> DatasetError:
+    return DatasetError(
+        f"image {sample.image} is {image_hw[1]}x{image_hw[0]} but its mask {sample.mask} is {mask_hw[1]}x{mask_hw[0]} "
+        "(width x height): they must be the same size"
+    )
 
 
 def read_image(path: Path, channels: int = 3) -> tv_tensors.Image:
