@@ -37,6 +37,17 @@ def isbi_dir() -> Path:
     return _real("isbi2012_membrane")
 
 
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights() -> Path:
+    """ImageNet MobileNetV2 ``features.*`` state_dict in torchvision's layout (no classifier)."""
+    path = shared_dir() / "weights" / "mobilenet_v2_imagenet_features_tvformat.pth"
+    if not path.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: CI needs ../shared beside the repo (or PIXELWISE_SHARED)")
+        pytest.skip(f"{path} not found (set PIXELWISE_SHARED to the shared/ folder)")
+    return path
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """8 train / 4 val / 4 test synthetic images of 48x48 in the folder layout."""

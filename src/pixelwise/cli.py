@@ -119,16 +119,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from pixelwise.models import build_model, count_parameters, get_model_info, list_models
+    from pixelwise.models import get_model_info, list_models, model_complexity
 
-    rows = []
+    height, width = args.size
+    print(f"| model | paper | params ({args.num_classes} classes) | GFLOPs at {height}x{width} |\n|---|---|---|---|")
     for name in list_models(args.filter):
         info = get_model_info(name)
-        params = count_parameters(build_model(name, num_classes=21))
-        rows.append((name, info["paper"], f"{params / 1e6:.1f}M"))
-    print("| model | paper | params (21 classes) |\n|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+        cost = model_complexity(name, num_classes=args.num_classes, size=(height, width))
+        print(f"| {name} | {info['paper']} | {cost['params'] / 1e6:.1f}M | {cost['flops'] / 1e9:.1f} |")
+    print(f"\nGFLOPs: one forward pass of a 3x{height}x{width} image, 2 FLOPs per multiply-add of convolutions and "
+          "matrix products (torch.utils.flop_counter); default options of each model.")
     return 0
 
 
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("filter", nargs="?", default="", help="glob, e.g. 'unet*'")
+    m.add_argument("--num-classes", type=int, default=21, help="classes of the head (default 21, PASCAL VOC)")
+    m.add_argument("--size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"), help="input size for GFLOPs")
     m.set_defaults(func=_models)
 
     d = sub.add_parser("datasets", help="list datasets; describe a folder; write the synthetic one to disk")

@@ -10,8 +10,27 @@ Importing this package imports every model module, which registers its factories
 
 from __future__ import annotations
 
-from pixelwise.models.registry import build_model, count_parameters, get_model_info, list_models, register_model
-from pixelwise.models import unet as unet  # noqa: F401  (registers "unet")
+from pixelwise.models.registry import (
+    build_model,
+    count_parameters,
+    get_model_info,
+    list_models,
+    model_complexity,
+    register_model,
+)
+# Importing each model module registers its factories.
+from pixelwise.models import deeplab as deeplab  # noqa: F401
+from pixelwise.models import encoder_unet as encoder_unet  # noqa: F401
+from pixelwise.models import fcn as fcn  # noqa: F401
+from pixelwise.models import unet as unet  # noqa: F401
 from pixelwise.models.unet import UNet
 
-__all__ = ["build_model", "count_parameters", "get_model_info", "list_models", "register_model", "UNet"]
+__all__ = [
+    "build_model",
+    "count_parameters",
+    "get_model_info",
+    "list_models",
+    "model_complexity",
+    "register_model",
+    "UNet",
+]

@@ -21,11 +21,20 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from pixelwise.errors import ConfigError, PixelwiseError
 
-__all__ = ["register_model", "build_model", "list_models", "get_model_info", "count_parameters"]
+__all__ = [
+    "register_model",
+    "build_model",
+    "list_models",
+    "get_model_info",
+    "count_parameters",
+    "model_complexity",
+]
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -156,3 +165,29 @@ def get_model_info(name: str) -> dict[str, str]:
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of scalar parameters in ``model`` (BatchNorm running statistics are buffers and not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def model_complexity(
+    name: str, num_classes: int = 21, in_channels: int = 3, size: tuple[int, int] = (512, 512), **kwargs: Any
+) -> dict[str, int]:
+    """Parameters and forward FLOPs of model ``name`` for one ``in_channels x size`` image.
+
+    The model is built on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic) and its forward pass
+    is counted by :class:`torch.utils.flop_counter.FlopCounterMode`, which counts convolutions, transposed
+    convolutions and matrix products at 2 FLOPs per multiply-add; element-wise work (BN, ReLU, pooling,
+    interpolation) is not counted. Eval mode, batch size 1.
+
+    Returns:
+        ``{"params": int, "flops": int}``; ``params`` counts trainable parameters only (FCN's fixed bilinear
+        upsampling is not a parameter in any useful sense).
+
+    Raises:
+        ConfigError: as :func:`build_model`.
+    """
+    with torch.device("meta"):
+        model = build_model(name, num_classes, in_channels, **kwargs)
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.empty(1, in_channels, *size, device="meta"))
+    return {"params": count_parameters(model, trainable_only=True), "flops": int(counter.get_total_flops())}

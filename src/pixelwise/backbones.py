@@ -1,0 +1,354 @@
+"""Encoders: torchvision classification networks cut into five stages that return feature maps.
+
+Every backbone here is a torchvision model (ResNet-18/34/50/101, VGG-16, VGG-16-BN, MobileNetV2, MobileNetV3-Large)
+with its classifier removed and its layers grouped into five stages whose outputs sit at nominal strides
+2, 4, 8, 16 and 32 of the input::
+
+    >>> backbone = build_backbone("resnet50", output_stride=16)
+    >>> [f.shape[1] for f in backbone(torch.zeros(1, 3, 64, 64))]
+    [64, 256, 512, 1024, 2048]
+    >>> backbone.out_channels, backbone.strides
+    ((64, 256, 512, 1024, 2048), (2, 4, 8, 16, 16))
+
+``output_stride`` 8 or 16 keeps the resolution of the last stages by dilation instead of striding, the "atrous"
+trick of DeepLab (Chen et al., TPAMI 2018) and of Yu & Koltun (ICLR 2016): the stage that would have halved the
+resolution keeps it and its convolutions get atrous rate 2 (the next one 4), so every kernel still sees the same
+context as in the strided network. Weights keep their shapes, so ImageNet weights load into a dilated backbone.
+
+Weights come from a torchvision weights enum (``"IMAGENET1K_V1"``, ``"DEFAULT"`` or the enum member itself), which
+torchvision fetches into ``$TORCH_HOME/hub/checkpoints`` (downloaded once, then read from that cache), or from a local
+``state_dict`` file in torchvision's key layout (with or without the classifier).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from pixelwise.errors import CheckpointError, ConfigError
+
+__all__ = ["Backbone", "build_backbone", "list_backbones", "load_backbone_state_dict", "BACKBONES"]
+
+# name -> (torchvision builder name, family). The family decides how the network is cut into stages.
+BACKBONES: dict[str, tuple[str, str]] = {
+    "resnet18": ("resnet18", "resnet"),
+    "resnet34": ("resnet34", "resnet"),
+    "resnet50": ("resnet50", "resnet"),
+    "resnet101": ("resnet101", "resnet"),
+    "vgg16": ("vgg16", "vgg"),
+    "vgg16_bn": ("vgg16_bn", "vgg"),
+    "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2"),
+    "mobilenet_v3_large": ("mobilenet_v3_large", "mobilenet_v3_large"),
+}
+
+# Where MobileNet's `features` are cut so that each stage ends at strides 2, 4, 8, 16, 32.
+_MOBILENET_CUTS = {"mobilenet_v2": (0, 2, 4, 7, 14, 19), "mobilenet_v3_large": (0, 2, 4, 7, 13, 17)}
+
+
+def list_backbones() -> list[str]:
+    """Sorted names accepted by :func:`build_backbone`."""
+    return sorted(BACKBONES)
+
+
+class Backbone(nn.Module):
+    """Five stages of a classification network; ``forward`` returns the output of each.
+
+    Attributes:
+        stages: ``nn.ModuleList`` of 5 modules, applied in order.
+        out_channels: channels of each stage's output.
+        strides: input-to-feature stride of each stage's output (after dilation, so never above ``output_stride``).
+        dilations: atrous rate the layers *after* each stage must use to keep their field of view (1 unless the
+            backbone is dilated); e.g. FCN's fc6 on a VGG-16 at output stride 8 needs rate 4.
+        name: the backbone's name, e.g. ``"resnet50"``.
+        fc_layers: for VGG only, the torchvision classifier's ``(fc6, fc7)`` ``nn.Linear`` layers (with their
+            ImageNet weights when loaded) for FCN-style convolutionalization; kept in a tuple so they are not
+            registered as parameters of the backbone. ``()`` for other families.
+
+    Shapes:
+        (N, in_channels, H, W) float -> list of 5 tensors (N, out_channels[i], ~H / strides[i], ~W / strides[i]).
+        Sizes are rounded the way each torchvision layer rounds (so a 97-pixel side gives 49, 25, 13, 7, 4 on a
+        ResNet); models that fuse stages pad their input first.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stages: list[nn.Module],
+        out_channels: tuple[int, ...],
+        strides: tuple[int, ...],
+        dilations: tuple[int, ...],
+        fc_layers: tuple[nn.Linear, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = out_channels
+        self.strides = strides
+        self.dilations = dilations
+        self.fc_layers = fc_layers
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def _resolve_weights_enum(builder: str, weights: Any) -> Any:
+    """A torchvision ``WeightsEnum`` member from a member, its name (``"IMAGENET1K_V1"``) or ``"DEFAULT"``."""
+    enum_cls = torchvision.models.get_model_weights(builder)
+    if isinstance(weights, enum_cls):
+        return weights
+    name = str(weights)
+    if name.upper() in ("DEFAULT", "IMAGENET"):
+        return enum_cls.DEFAULT
+    try:
+        return enum_cls[name.upper()]
+    except KeyError:
+        known = ", ".join(["DEFAULT"] + [m.name for m in enum_cls])
+        raise ConfigError(
+            f"unknown weights {weights!r} for backbone {builder!r}; use one of {known}, "
+            "or the path of a local state_dict file"
+        ) from None
+
+
+def _looks_like_path(weights: Any) -> bool:
+    if isinstance(weights, Path):
+        return True
+    if not isinstance(weights, str):
+        return False
+    return os.sep in weights or "/" in weights or weights.endswith((".pth", ".pt", ".bin")) or Path(weights).exists()
+
+
+def load_backbone_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a local weights file saved with ``torch.save(model.state_dict())`` (``weights_only=True``).
+
+    A dict nested under ``"state_dict"`` or ``"model"`` (as many training scripts save it) is unwrapped, and a
+    ``"module."`` prefix left by DataParallel/DDP is removed.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds no dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone weights file {path} does not exist; pass an existing .pth state_dict file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"cannot read backbone weights {path}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_into(model: nn.Module, state: dict[str, Tensor], source: str, head_prefixes: tuple[str, ...]) -> None:
+    """Copy ``state`` into a torchvision model; only the classifier (``head_prefixes``) may be missing."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith(head_prefixes)]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+        if wrong_shape:
+            parts.append(f"shape mismatch: {wrong_shape[:3]}")
+        raise CheckpointError(
+            f"backbone weights {source} do not fit torchvision's {type(model).__name__}: {'; '.join(parts)}. "
+            "The file must be a state_dict in torchvision's key layout for this backbone."
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs.
+
+    Pretrained RGB filters are reused: for one channel their sum over R, G, B (a grey image gives the response
+    the RGB filter gives to the same grey in colour); otherwise the RGB filters repeated over the new channels
+    and scaled by 3 / in_channels so the activation scale stays that of ImageNet training.
+    """
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+    )
+    with torch.no_grad():
+        w = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(w.sum(dim=1, keepdim=True))
+        else:
+            idx = torch.arange(in_channels) % w.shape[1]
+            new.weight.copy_(w[:, idx] * (w.shape[1] / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _dilate(module: nn.Module, rate: int) -> None:
+    """Remove the striding of ``module`` and give its k>1 convolutions atrous rate ``rate`` (padding kept 'same')."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.stride = (1, 1)
+            if m.kernel_size != (1, 1):
+                m.dilation = (rate, rate)
+                m.padding = tuple(rate * (k - 1) // 2 for k in m.kernel_size)
+
+
+def _vgg_stages(model: nn.Module) -> list[nn.Sequential]:
+    """VGG's ``features`` split after each max-pool: stage i = (conv [bn] relu) x n, pool_i."""
+    stages: list[nn.Sequential] = []
+    current: list[nn.Module] = []
+    for layer in model.features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(nn.Sequential(*current))
+            current = []
+    return stages
+
+
+def build_backbone(
+    name: str,
+    *,
+    in_channels: int = 3,
+    output_stride: int = 32,
+    weights: Any = None,
+) -> Backbone:
+    """Build a torchvision classification network as a 5-stage :class:`Backbone`.
+
+    Args:
+        name: one of :func:`list_backbones` (``resnet18/34/50/101``, ``vgg16``, ``vgg16_bn``, ``mobilenet_v2``,
+            ``mobilenet_v3_large``).
+        in_channels: channels of the input images. For a value other than 3 the first convolution is rebuilt;
+            pretrained RGB filters are summed (1 channel) or repeated and rescaled (others).
+        output_stride: 32 (the classification network as is), 16 or 8: the last one or two stages keep their
+            input resolution and use atrous convolution instead (Chen et al., "Rethinking Atrous Convolution",
+            2017; Yu & Koltun, ICLR 2016). For VGG the max-pools are removed, as in Yu & Koltun's front-end.
+        weights: None (random initialisation, torchvision's), a torchvision weights name (``"IMAGENET1K_V1"``,
+            ``"DEFAULT"``) or enum member, fetched through torchvision's cache (``$TORCH_HOME/hub/checkpoints``;
+            downloaded the first time), or the path of a local ``state_dict`` file in torchvision's key layout.
+            Classifier weights may be absent from a file.
+
+    Returns:
+        The backbone, in train mode, float32, on the CPU.
+
+    Raises:
+        ConfigError: unknown ``name`` or weights name, ``output_stride`` not in {8, 16, 32}, ``in_channels`` < 1.
+        CheckpointError: a weights file that is missing, unreadable or does not fit the network (the message lists
+            missing, unexpected and mis-shaped keys); a download that fails (the message says where to put the file).
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())}")
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ConfigError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+    builder, family = BACKBONES[name]
+    model: nn.Module = torchvision.models.get_model(builder, weights=None)
+    head_prefixes = ("fc.",) if family == "resnet" else ("classifier.",)
+
+    if weights is not None:
+        if _looks_like_path(weights):
+            state = load_backbone_state_dict(weights)
+            source = str(weights)
+        else:
+            enum = _resolve_weights_enum(builder, weights)
+            source = f"{builder} {enum.name} ({enum.url})"
+            try:
+                state = enum.get_state_dict(progress=True, check_hash=True)
+            except Exception as err:  # noqa: BLE001 - network and hash errors come in many types
+                cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+                raise CheckpointError(
+                    f"cannot fetch {source}: {err}. Without network access, download {enum.url} elsewhere and "
+                    f"place it at {cache}, or pass the path of a local state_dict file as the weights"
+                ) from err
+        _load_into(model, state, source, head_prefixes)
+
+    fc_layers: tuple[nn.Linear, ...] = ()
+    if family == "resnet":
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu)
+        stages: list[nn.Module] = [stem, nn.Sequential(model.maxpool, model.layer1), model.layer2, model.layer3,
+                                   model.layer4]
+        out_channels = tuple(_last_channels(s) for s in stages)
+        first: Callable[[], nn.Conv2d] = lambda: stem[0]  # noqa: E731
+
+        def set_first(conv: nn.Conv2d) -> None:
+            stem[0] = conv
+    elif family == "vgg":
+        stages = _vgg_stages(model)
+        out_channels = tuple(_last_channels(s) for s in stages)
+        fc_layers = (model.classifier[0], model.classifier[3])
+
+        def first() -> nn.Conv2d:
+            return stages[0][0]
+
+        def set_first(conv: nn.Conv2d) -> None:
+            stages[0][0] = conv
+    else:
+        cuts = _MOBILENET_CUTS[family]
+        feats = model.features
+        stages = [nn.Sequential(*feats[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+        out_channels = tuple(_last_channels(s) for s in stages)
+
+        def first() -> nn.Conv2d:
+            return stages[0][0][0]
+
+        def set_first(conv: nn.Conv2d) -> None:
+            stages[0][0][0] = conv
+
+    if in_channels != 3:
+        set_first(_adapt_first_conv(first(), in_channels))
+
+    strides, dilations = [], []
+    stride, rate = 1, 1
+    for i, stage in enumerate(stages):
+        if family == "vgg":
+            # VGG's convolutions come before the stage's pool, so they run at the previous stage's rate;
+            # a removed pool raises the rate for whatever follows.
+            if rate > 1:
+                _dilate(stage, rate)
+            if stride * 2 > output_stride:
+                stage[-1] = nn.Identity()
+                rate *= 2
+            else:
+                stride *= 2
+        elif stride * 2 > output_stride:
+            rate *= 2
+            _dilate(stage, rate)
+        else:
+            stride *= 2
+        strides.append(stride)
+        dilations.append(rate)
+
+    return Backbone(name, stages, out_channels, tuple(strides), tuple(dilations), fc_layers)
+
+
+def _last_channels(module: nn.Module) -> int:
+    """Output channels of a stage: those of its last convolution or batch norm."""
+    channels = None
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            channels = m.out_channels
+        elif isinstance(m, nn.BatchNorm2d):
+            channels = m.num_features
+    if channels is None:
+        raise ValueError(f"no convolution in {type(module).__name__}")
+    return channels

@@ -1,0 +1,22 @@
+"""Small helpers shared by the encoder-decoder models."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["pad_to_multiple"]
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad the bottom and right of (N, C, H, W) ``x`` so H and W are multiples of ``multiple``.
+
+    Models whose skip connections fuse maps of several strides need every stride to divide the input exactly;
+    they pad, run, and crop the logits back to ``[..., :H, :W]``. Zero is the dataset mean after normalisation.
+    """
+    height, width = x.shape[-2:]
+    pad_h = (multiple - height % multiple) % multiple
+    pad_w = (multiple - width % multiple) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))

@@ -1,0 +1,180 @@
+"""DeepLabv3 and DeepLabv3+.
+
+- DeepLabv3: Chen, Papandreou, Schroff, Adam, "Rethinking Atrous Convolution for Semantic Image Segmentation",
+  arXiv 1706.05587, 2017. An encoder kept at output stride 16 or 8 by atrous convolution, ASPP on its last
+  feature map, a 1x1 classifier, and bilinear upsampling of the logits to the input size.
+- DeepLabv3+: Chen, Zhu, Papandreou, Schroff, Adam, "Encoder-Decoder with Atrous Separable Convolution for
+  Semantic Image Segmentation", ECCV 2018. DeepLabv3's ASPP output upsampled 4x and concatenated with the encoder's
+  stride-4 ("low-level") features, reduced to 48 channels, then two 3x3 convolutions refine object boundaries.
+
+Both take any backbone of :mod:`pixelwise.backbones` (ResNet-101 and Xception in the papers; ResNet-50 here by
+default, MobileNetV2 for the CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pixelwise.backbones import build_backbone
+from pixelwise.layers.aspp import ASPP, conv_bn_relu
+from pixelwise.models.registry import register_model
+
+__all__ = ["DeepLabV3", "DeepLabV3Plus", "deeplabv3", "deeplabv3plus"]
+
+
+def _default_rates(output_stride: int, atrous_rates: Sequence[int] | None) -> tuple[int, ...]:
+    if output_stride not in (8, 16):
+        raise ValueError(f"DeepLab's output_stride must be 8 or 16, got {output_stride!r}")
+    if atrous_rates is not None:
+        return tuple(int(r) for r in atrous_rates)
+    # The paper's rates at output stride 16; at stride 8 the same field of view needs twice the rate.
+    return (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+
+
+class DeepLabV3(nn.Module):
+    """DeepLabv3: atrous backbone -> ASPP -> 3x3 conv -> 1x1 classifier -> bilinear upsampling.
+
+    Args:
+        num_classes: K, channels of the logits.
+        in_channels: channels of the input images.
+        backbone: a :func:`pixelwise.backbones.list_backbones` name.
+        backbone_weights: see :func:`pixelwise.backbones.build_backbone`.
+        output_stride: 16 or 8; the encoder's last stages are dilated to keep this resolution.
+        atrous_rates: ASPP's rates; default (6, 12, 18) at output stride 16, (12, 24, 36) at 8.
+        aspp_channels: width of ASPP and of the head (256 in the paper).
+
+    Shapes:
+        (N, in_channels, H, W) float -> (N, K, H, W) float logits, for any H, W.
+
+    Raises:
+        ValueError: ``output_stride`` not 8 or 16, an atrous rate < 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "resnet50",
+        backbone_weights: Any = None,
+        output_stride: int = 16,
+        atrous_rates: Sequence[int] | None = None,
+        aspp_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        rates = _default_rates(output_stride, atrous_rates)
+        self.backbone = build_backbone(
+            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights
+        )
+        self.backbone.fc_layers = ()
+        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates)
+        self.head = nn.Sequential(
+            conv_bn_relu(aspp_channels, aspp_channels, 3), nn.Conv2d(aspp_channels, num_classes, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone(x)[-1]
+        logits = self.head(self.aspp(features))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+: DeepLabv3's encoder and ASPP, plus a decoder fed by the stride-4 features.
+
+    Args:
+        num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels:
+            as for :class:`DeepLabV3`.
+        low_level_channels: the stride-4 features are reduced to this many channels (48 in the paper, so they do
+            not outweigh the 256 semantic channels).
+        decoder_channels: width of the two 3x3 refinement convolutions (256 in the paper).
+
+    The paper's decoder uses depthwise-separable convolutions with its Xception backbone; with ResNet and
+    MobileNet backbones we use plain 3x3 convolutions, as the paper's ResNet-101 experiments do.
+
+    Shapes:
+        (N, in_channels, H, W) float -> (N, K, H, W) float logits, for any H, W.
+
+    Raises:
+        ValueError: ``output_stride`` not 8 or 16, an atrous rate < 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "resnet50",
+        backbone_weights: Any = None,
+        output_stride: int = 16,
+        atrous_rates: Sequence[int] | None = None,
+        aspp_channels: int = 256,
+        low_level_channels: int = 48,
+        decoder_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        rates = _default_rates(output_stride, atrous_rates)
+        self.backbone = build_backbone(
+            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights
+        )
+        self.backbone.fc_layers = ()
+        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates)
+        self.reduce_low_level = conv_bn_relu(self.backbone.out_channels[1], low_level_channels, 1)
+        self.decoder = nn.Sequential(
+            conv_bn_relu(aspp_channels + low_level_channels, decoder_channels, 3),
+            conv_bn_relu(decoder_channels, decoder_channels, 3),
+            nn.Conv2d(decoder_channels, num_classes, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone(x)
+        low_level = self.reduce_low_level(features[1])
+        semantic = F.interpolate(self.aspp(features[-1]), size=low_level.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        logits = self.decoder(torch.cat([semantic, low_level], dim=1))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@register_model(
+    "deeplabv3",
+    paper="Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic Image Segmentation. "
+    "arXiv 1706.05587, 2017",
+    description="Atrous encoder (output stride 8/16), ASPP with image pooling, bilinear upsampling",
+)
+def deeplabv3(
+    num_classes: int,
+    in_channels: int = 3,
+    backbone: str = "resnet50",
+    backbone_weights: Any = None,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] | None = None,
+    aspp_channels: int = 256,
+) -> DeepLabV3:
+    """DeepLabv3; see :class:`DeepLabV3` for the arguments."""
+    return DeepLabV3(num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels)
+
+
+@register_model(
+    "deeplabv3plus",
+    paper="Chen, Zhu, Papandreou, Schroff, Adam. Encoder-Decoder with Atrous Separable Convolution for Semantic "
+    "Image Segmentation. ECCV 2018",
+    description="DeepLabv3 plus a decoder with a stride-4 low-level skip connection",
+)
+def deeplabv3plus(
+    num_classes: int,
+    in_channels: int = 3,
+    backbone: str = "resnet50",
+    backbone_weights: Any = None,
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] | None = None,
+    aspp_channels: int = 256,
+    low_level_channels: int = 48,
+    decoder_channels: int = 256,
+) -> DeepLabV3Plus:
+    """DeepLabv3+; see :class:`DeepLabV3Plus` for the arguments."""
+    return DeepLabV3Plus(
+        num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
+        low_level_channels, decoder_channels,
+    )
