@@ -56,6 +56,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _threads():
-    # Two cores: keep intra-op threads fixed so timings and float reductions are reproducible.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # Two cores: keep intra-op threads fixed so float reductions are reproducible. OMP_NUM_THREADS=1 lets the
+    # suite share the machine with a training run without the threads of both waiting on each other.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
     yield

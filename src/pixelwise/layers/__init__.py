@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pixelwise.layers.aspp import ASPP
+from pixelwise.layers.context import ContextModule
 from pixelwise.layers.convolutionalize import linear_to_conv2d
 from pixelwise.layers.receptive_field import receptive_field, stacked_3x3
 from pixelwise.layers.upsampling import (
@@ -16,6 +18,8 @@ from pixelwise.layers.upsampling import (
 )
 
 __all__ = [
+    "ASPP",
+    "ContextModule",
     "bilinear_conv_transpose2d",
     "bilinear_kernel",
     "conv_matrix_1d",

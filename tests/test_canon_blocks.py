@@ -1,0 +1,100 @@
+"""ASPP, FCN and DeepLab checked against torchvision's own modules and the papers' stated geometry."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
+
+from pixelwise.layers.aspp import ASPP
+from pixelwise.models import build_model
+
+
+def _randomise_batch_norm(module: torch.nn.Module, generator: torch.Generator) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator))
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator))
+
+
+def test_aspp_matches_torchvision() -> None:
+    g = torch.Generator().manual_seed(0)
+    ours = ASPP(32, 16, atrous_rates=(2, 3, 5)).eval()
+    _randomise_batch_norm(ours, g)
+    theirs = TorchvisionASPP(32, (2, 3, 5), 16).eval()
+    with torch.no_grad():
+        for our_branch, their_branch in zip(ours.branches[:-1], theirs.convs[:-1]):
+            their_branch.load_state_dict(our_branch.state_dict())
+        # Our image-pooling branch is a biased conv; torchvision's is conv -> BN. A BN that adds the bias and
+        # otherwise does nothing makes the two the same function.
+        pool, their_pool = ours.branches[-1], theirs.convs[-1]
+        their_pool[1].weight.copy_(pool.conv.weight)
+        bn = their_pool[2]
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1 - bn.eps)
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(pool.conv.bias)
+        theirs.project[0].load_state_dict(ours.project[0][0].state_dict())
+        theirs.project[1].load_state_dict(ours.project[0][1].state_dict())
+        x = torch.randn(2, 32, 13, 17, generator=g)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_aspp_image_pooling_trains_at_batch_size_one() -> None:
+    aspp = ASPP(8, 4, atrous_rates=(1, 2)).train()
+    out = aspp(torch.randn(1, 8, 5, 7))
+    out.sum().backward()
+    assert out.shape == (1, 4, 5, 7)
+    assert all(torch.isfinite(p.grad).all() for p in aspp.parameters())
+
+
+def test_fcn_fc6_fc7_are_vggs_classifier_convolutionalised(tmp_path) -> None:
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16().eval()
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg.state_dict(), weights)
+    fcn = build_model("fcn32s", num_classes=21, backbone_weights=str(weights)).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        pool5 = fcn.backbone(x)[-1]
+        torch.testing.assert_close(pool5, vgg.features(x))
+        # At 224x224, pool5 is 7x7 and the centre output of the 7x7 fc6 sees all of it, as VGG's fc6 does.
+        fc7 = fcn.fc(pool5)[0, :, 3, 3]
+        reference = vgg.classifier[:5](torch.flatten(vgg.avgpool(vgg.features(x)), 1))[0]
+        torch.testing.assert_close(fc7, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fcn_skips_start_silent_and_upsampling_is_bilinear() -> None:
+    torch.manual_seed(0)
+    fcn8 = build_model("fcn8s", num_classes=3, fc_channels=16).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        features = fcn8.backbone(x)
+        # Zero-initialised skip scores (the paper's choice): before training FCN-8s predicts what its stride-32
+        # path predicts, upsampled 2x, 2x and 8x by bilinear kernels.
+        assert torch.count_nonzero(fcn8.score_pool4(features[3])) == 0
+        assert torch.count_nonzero(fcn8.score_pool3(features[2])) == 0
+    assert fcn8.upscore2.weight.requires_grad and fcn8.upscore_pool4.weight.requires_grad
+    assert not fcn8.upscore_final.weight.requires_grad
+
+
+def test_deeplab_output_stride_and_rates() -> None:
+    seen = {}
+    for output_stride, rates in ((16, (6, 12, 18)), (8, (12, 24, 36))):
+        model = build_model("deeplabv3", num_classes=4, backbone="resnet18", output_stride=output_stride).eval()
+        assert model.aspp.atrous_rates == rates
+        model.aspp.register_forward_hook(lambda m, inp, out, os=output_stride: seen.__setitem__(os, inp[0].shape))
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 96, 128)).shape == (1, 4, 96, 128)
+    assert seen[16][-2:] == (6, 8) and seen[8][-2:] == (12, 16)
+
+
+def test_deeplabv3plus_decoder_joins_stride_4_features() -> None:
+    model = build_model("deeplabv3plus", num_classes=4, backbone="mobilenet_v2").eval()
+    seen = {}
+    model.decoder.register_forward_hook(lambda m, inp, out: seen.__setitem__("in", inp[0].shape))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 96, 128))
+    assert seen["in"] == (1, 256 + 48, 24, 32)

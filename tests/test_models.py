@@ -1,0 +1,84 @@
+"""One suite over every registered model: the model contract of DESIGN.md, checked the same way for all.
+
+Heavy defaults (VGG's 4096-wide fc6/fc7, ResNet-50) are slimmed through each model's own options so the suite runs
+in minutes on two cores; `test_default_options_build_and_run` covers the defaults once.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelwise.models import build_model, list_models, model_complexity
+
+from _model_options import LIGHT
+
+MODELS = list_models()
+NUM_CLASSES = 5
+
+
+def _build(name: str, in_channels: int = 3, **extra) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, NUM_CLASSES, in_channels, **{**LIGHT.get(name, {}), **extra})
+
+
+def test_the_canon_is_registered() -> None:
+    expected = {"fcn32s", "fcn16s", "fcn8s", "segnet", "deconvnet", "dilated_frontend", "deeplabv3",
+                "deeplabv3plus", "unet", "encoder_unet", "patch_classifier"}
+    assert expected <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(("in_channels", "size"), [(3, (97, 131)), (1, (45, 38))])
+def test_logits_have_the_input_size(name: str, in_channels: int, size: tuple[int, int]) -> None:
+    model = _build(name, in_channels).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, in_channels, *size))
+    assert logits.shape == (2, NUM_CLASSES, *size)
+    assert logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_train_step_at_batch_size_one(name: str) -> None:
+    model = _build(name).train()
+    images = torch.randn(1, 3, 64, 80)
+    target = torch.randint(0, NUM_CLASSES, (1, 64, 80))
+    target[0, :5] = 255
+    loss = F.cross_entropy(model(images), target, ignore_index=255)
+    loss.backward()
+    assert torch.isfinite(loss)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    # Every trainable parameter takes part (DDP needs no find_unused_parameters) and its gradient is finite.
+    no_grad = [n for n, p in trainable.items() if p.grad is None]
+    assert not no_grad, f"parameters outside the graph: {no_grad[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in trainable.values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_default_options_build_and_run(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, NUM_CLASSES).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 67, 75)).shape == (1, NUM_CLASSES, 67, 75)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_complexity_is_counted(name: str) -> None:
+    cost = model_complexity(name, num_classes=21, size=(128, 128))
+    assert cost["params"] > 0 and cost["flops"] > 0
+    # Convolutional cost grows with the pixel count (the patch classifier exactly, the others about 4x).
+    bigger = model_complexity(name, num_classes=21, size=(256, 256))
+    assert 3.0 < bigger["flops"] / cost["flops"] < 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_compile_matches_eager(name: str) -> None:
+    model = _build(name).eval()
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        eager = model(images)
+        compiled = torch.compile(model)(images)
+    torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-3)
