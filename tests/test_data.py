@@ -254,7 +254,8 @@ def test_eval_transforms_leave_mask_untouched_and_normalise_image():
     image, mask, _ = _coordinate_sample(17, 23)
     mean, std = (0.2, 0.4, 0.6), (0.5, 0.25, 0.1)
     out_img, out_mask = eval_transforms(mean, std)(image, mask)
-    assert out_mask.dtype == torch.int64 and torch.equal(out_mask.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor))
+    assert out_mask.dtype == torch.int64
+    assert torch.equal(out_mask.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor))
     assert out_img.dtype == torch.float32 and tuple(out_img.shape) == (3, 17, 23)
     expected = (image.as_subclass(torch.Tensor).float() / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(
         std
@@ -270,7 +271,9 @@ def test_pad_collate_pads_images_with_zero_and_masks_with_void():
     g = torch.Generator().manual_seed(0)
     im1, im2 = torch.rand(3, 10, 12, generator=g) + 1, torch.rand(3, 14, 9, generator=g) + 1
     m1, m2 = torch.randint(0, 5, (10, 12), generator=g), torch.randint(0, 5, (14, 9), generator=g)
-    images, masks = pad_collate([(tv_tensors.Image(im1), tv_tensors.Mask(m1)), (tv_tensors.Image(im2), tv_tensors.Mask(m2))])
+    images, masks = pad_collate(
+        [(tv_tensors.Image(im1), tv_tensors.Mask(m1)), (tv_tensors.Image(im2), tv_tensors.Mask(m2))]
+    )
     assert tuple(images.shape) == (2, 3, 14, 12) and images.dtype == torch.float32
     assert tuple(masks.shape) == (2, 14, 12) and masks.dtype == torch.int64
     assert torch.equal(images[0, :, :10, :12], im1) and torch.equal(images[1, :, :14, :9], im2)

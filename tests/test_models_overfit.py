@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from pixelwise.data.folder import read_image, read_mask
 from pixelwise.models import build_model, list_models
