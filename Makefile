@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast test-compile venv clean
 
 venv: $(BIN)/.installed
 
@@ -27,6 +27,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Inductor-compiles every model and compares with eager (minutes; `make test` checks graph capture only).
+test-compile: venv
+	$(BIN)/python -m pytest -q --compile -m compile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

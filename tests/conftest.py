@@ -14,6 +14,19 @@ from pixelwise.data.synthetic import write_synthetic_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--compile", action="store_true", help="run the tests marked compile (inductor, slow)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--compile"):
+        return
+    skip = pytest.mark.skip(reason="inductor compile tests run with --compile (make test-compile)")
+    for item in items:
+        if "compile" in item.keywords:
+            item.add_marker(skip)
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("PIXELWISE_SHARED", ROOT.parent / "shared"))
 
