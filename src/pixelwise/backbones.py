@@ -67,7 +67,8 @@ class Backbone(nn.Module):
         name: the backbone's name, e.g. ``"resnet50"``.
         fc_layers: for VGG only, the torchvision classifier's ``(fc6, fc7)`` ``nn.Linear`` layers (with their
             ImageNet weights when loaded) for FCN-style convolutionalization; kept in a tuple so they are not
-            registered as parameters of the backbone. ``()`` for other families.
+            registered as parameters of the backbone. ``()`` for other families. Built on first access (fc6 alone
+            is 103M weights, which models that do not convert it should not pay for); assign ``()`` to free them.
 
     Shapes:
         (N, in_channels, H, W) float -> list of 5 tensors (N, out_channels[i], ~H / strides[i], ~W / strides[i]).
@@ -82,7 +83,7 @@ class Backbone(nn.Module):
         out_channels: tuple[int, ...],
         strides: tuple[int, ...],
         dilations: tuple[int, ...],
-        fc_layers: tuple[nn.Linear, ...] = (),
+        fc_layers: Callable[[], tuple[nn.Linear, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -90,7 +91,20 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         self.strides = strides
         self.dilations = dilations
-        self.fc_layers = fc_layers
+        self._make_fc_layers = fc_layers
+        self._fc_layers: tuple[nn.Linear, ...] | None = None
+
+    @property
+    def fc_layers(self) -> tuple[nn.Linear, ...]:
+        if self._fc_layers is None:
+            self._fc_layers = self._make_fc_layers() if self._make_fc_layers is not None else ()
+            self._make_fc_layers = None
+        return self._fc_layers
+
+    @fc_layers.setter
+    def fc_layers(self, value: tuple[nn.Linear, ...]) -> None:
+        self._fc_layers = tuple(value)
+        self._make_fc_layers = None
 
     def forward(self, x: Tensor) -> list[Tensor]:
         features = []
@@ -262,8 +276,16 @@ def build_backbone(
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"in_channels must be an integer >= 1, got {in_channels!r}")
     builder, family = BACKBONES[name]
-    model: nn.Module = torchvision.models.get_model(builder, weights=None)
     head_prefixes = ("fc.",) if family == "resnet" else ("classifier.",)
+    if family == "vgg":
+        # VGG's classifier holds 120M weights that only FCN-style models use: build on the meta device (no memory,
+        # no initialisation), then materialise the convolutions now and the classifier when asked for.
+        with torch.device("meta"):
+            model: nn.Module = torchvision.models.get_model(builder, weights=None)
+        model.features.to_empty(device=torch.get_default_device())
+        _init_like_torchvision_vgg(model.features)
+    else:
+        model = torchvision.models.get_model(builder, weights=None)
 
     if weights is not None:
         if _looks_like_path(weights):
@@ -280,9 +302,11 @@ def build_backbone(
                     f"cannot fetch {source}: {err}. Without network access, download {enum.url} elsewhere and "
                     f"place it at {cache}, or pass the path of a local state_dict file as the weights"
                 ) from err
+        if family == "vgg" and any(k.startswith("classifier.") for k in state):
+            model.classifier.to_empty(device=torch.get_default_device())
         _load_into(model, state, source, head_prefixes)
 
-    fc_layers: tuple[nn.Linear, ...] = ()
+    fc_layers = None
     if family == "resnet":
         stem = nn.Sequential(model.conv1, model.bn1, model.relu)
         stages: list[nn.Module] = [stem, nn.Sequential(model.maxpool, model.layer1), model.layer2, model.layer3,
@@ -295,7 +319,13 @@ def build_backbone(
     elif family == "vgg":
         stages = _vgg_stages(model)
         out_channels = tuple(_last_channels(s) for s in stages)
-        fc_layers = (model.classifier[0], model.classifier[3])
+        classifier = model.classifier
+
+        def fc_layers() -> tuple[nn.Linear, ...]:
+            if classifier[0].weight.is_meta:
+                classifier.to_empty(device=torch.get_default_device())
+                _init_like_torchvision_vgg(classifier)
+            return (classifier[0], classifier[3])
 
         def first() -> nn.Conv2d:
             return stages[0][0]
@@ -339,6 +369,22 @@ def build_backbone(
         dilations.append(rate)
 
     return Backbone(name, stages, out_channels, tuple(strides), tuple(dilations), fc_layers)
+
+
+def _init_like_torchvision_vgg(module: nn.Module) -> None:
+    """torchvision's VGG initialisation: He normal (fan_out) convolutions, N(0, 0.01) linears, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            m.reset_running_stats()
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def _last_channels(module: nn.Module) -> int:

@@ -84,9 +84,9 @@ class FCN(nn.Module):
         self.backbone = build_backbone(backbone, in_channels=in_channels, output_stride=32, weights=backbone_weights)
         c3, c4, c5 = self.backbone.out_channels[2:]
 
-        if self.backbone.fc_layers:
-            fc6_linear, fc7_linear = self.backbone.fc_layers
-            if fc_channels == fc6_linear.out_features:
+        if self.backbone.name.startswith("vgg"):
+            if fc_channels == 4096:
+                fc6_linear, fc7_linear = self.backbone.fc_layers
                 fc6 = linear_to_conv2d(fc6_linear, c5, 7)
                 fc7 = linear_to_conv2d(fc7_linear, fc_channels, 1)
             else:
