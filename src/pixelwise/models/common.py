@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["pad_to_multiple"]
+__all__ = ["check_images", "pad_to_multiple"]
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -20,3 +20,15 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def check_images(x: Tensor, in_channels: int) -> None:
+    """Raise ValueError unless ``x`` is a floating-point (N, in_channels, H, W) batch; the message says the fix."""
+    if x.dim() != 4:
+        raise ValueError(f"expected a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point tensor, got {x.dtype}: convert the images with x.float()")
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"expected {in_channels} input channels, got {x.shape[1]}: build the model with in_channels={x.shape[1]}"
+        )

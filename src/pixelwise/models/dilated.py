@@ -29,6 +29,7 @@ from pixelwise.backbones import build_backbone
 from pixelwise.layers.context import CONTEXT_VARIANTS, ContextModule
 from pixelwise.layers.convolutionalize import linear_to_conv2d
 from pixelwise.layers.upsampling import bilinear_conv_transpose2d
+from pixelwise.models.common import check_images, pad_to_multiple
 from pixelwise.models.registry import register_model
 
 __all__ = ["DilatedFrontEnd", "dilated_frontend"]
@@ -124,18 +125,10 @@ class DilatedFrontEnd(nn.Module):
         Raises:
             ValueError: if ``x`` is not 4-D, not floating point, or has the wrong number of channels.
         """
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point tensor, got {x.dtype}: convert the images with x.float()")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels, got {x.shape[1]}: "
-                f"build the model with in_channels={x.shape[1]}"
-            )
+        check_images(x, self.in_channels)
         height, width = x.shape[-2:]
         # On a multiple of 8 the three pools divide exactly, so x8 upsampling returns to the padded size.
-        x = F.pad(x, (0, -width % self.output_stride, 0, -height % self.output_stride))
+        x = pad_to_multiple(x, self.output_stride)
 
         x = self.backbone(x)[-1]
         x = self.drop6(F.relu(self.fc6(x)))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.models.common import check_images
 from pixelwise.models.registry import register_model
 
 __all__ = ["PatchClassifier", "patch_classifier"]
@@ -91,15 +92,7 @@ class PatchClassifier(nn.Module):
         Raises:
             ValueError: if ``x`` is not 4-D, not floating point, or has the wrong number of channels.
         """
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point tensor, got {x.dtype}: convert the images with x.float()")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels, got {x.shape[1]}: "
-                f"build the model with in_channels={x.shape[1]}"
-            )
+        check_images(x, self.in_channels)
         n, c, height, width = x.shape
         p, r = self.patch_size, self.patch_size // 2
         # Zeros beyond the border, as a 'same'-padded convolution would see them.

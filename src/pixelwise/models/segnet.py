@@ -41,6 +41,7 @@ from torch import nn
 
 from pixelwise.backbones import Backbone, build_backbone
 from pixelwise.layers import max_unpool2d
+from pixelwise.models.common import check_images
 from pixelwise.models.registry import register_model
 
 __all__ = [
@@ -96,15 +97,7 @@ class VGGEncoderWithIndices(nn.Module):
         self.convs_per_stage = tuple(sum(isinstance(m, nn.Conv2d) for m in s) for s in self.stages)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Switches]:
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point tensor, got {x.dtype}: convert the images with x.float()")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels, got {x.shape[1]}: "
-                f"build the model with in_channels={x.shape[1]}"
-            )
+        check_images(x, self.in_channels)
         switches: Switches = []
         for stage in self.stages:
             x = stage(x)

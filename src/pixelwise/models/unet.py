@@ -20,9 +20,9 @@ Two deliberate differences from the paper, both as in most modern re-implementat
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.models.common import check_images, pad_to_multiple
 from pixelwise.models.registry import register_model
 
 __all__ = ["DoubleConv", "Down", "Up", "UNet", "unet"]
@@ -199,23 +199,13 @@ class UNet(nn.Module):
         Raises:
             ValueError: if ``x`` is not 4-D, not floating point, or has the wrong number of channels.
         """
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point tensor, got {x.dtype}: convert the images with x.float()")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels, got {x.shape[1]}: "
-                f"build the model with in_channels={x.shape[1]}"
-            )
+        check_images(x, self.in_channels)
 
         height, width = x.shape[-2:]
         # Every pooling halves the size and every up-step doubles it, so only multiples of 2**depth come back to
         # the same size and line up with their skips. Zeros rather than reflection: reflect needs the padding to be
         # smaller than the image, and zeros are what the 'same' convolutions assume beyond the border anyway.
-        pad_h = -height % self.output_stride
-        pad_w = -width % self.output_stride
-        x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.output_stride)
 
         x = self.inc(x)
         skips: list[torch.Tensor] = []
