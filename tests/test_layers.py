@@ -12,6 +12,7 @@ from pixelwise.layers import (
     bilinear_kernel,
     conv_matrix_1d,
     conv_transpose_via_matrix,
+    GemmConv2d,
     fractionally_strided_conv2d,
     linear_to_conv2d,
     max_unpool2d,
@@ -300,6 +301,71 @@ def test_linear_to_conv_without_bias_and_errors():
         torch.testing.assert_close(conv(x).flatten(1), linear(x.flatten(1)))
     with pytest.raises(ValueError, match="4096.*512.*7.*7.*25088"):
         linear_to_conv2d(nn.Linear(4096, 8), 512, 7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, size",
+    [
+        ({"kernel_size": 7, "padding": 3}, (4, 5)),  # FCN's fc6 on a pool5 smaller than its kernel
+        ({"kernel_size": 7, "padding": 12, "dilation": 4}, (15, 20)),  # the dilated front-end's fc6
+        ({"kernel_size": (3, 5), "stride": 2, "padding": (1, 0), "dilation": (2, 1)}, (11, 13)),
+        ({"kernel_size": 1, "bias": False}, (3, 2)),
+    ],
+)
+def test_gemm_conv2d_matches_conv2d_values_and_gradients(kwargs, size):
+    torch.manual_seed(0)
+    gemm = GemmConv2d(6, 5, **kwargs)
+    ref = nn.Conv2d(6, 5, **kwargs)
+    ref.load_state_dict(gemm.state_dict())  # same keys and shapes: checkpoints move between the two
+    x = torch.randn(3, 6, *size, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out, out_ref = gemm(x), ref(x_ref)
+    assert out.shape == out_ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    if ref.bias is not None:
+        torch.testing.assert_close(gemm.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_conv2d_takes_the_matmul_path_only_when_training_on_cpu(monkeypatch):
+    import pixelwise.layers.convolutionalize as module
+
+    calls = []
+    real_unfold = F.unfold
+    monkeypatch.setattr(module.F, "unfold", lambda *a, **k: calls.append(1) or real_unfold(*a, **k))
+    conv = GemmConv2d(4, 8, 3, padding=1)
+    x = torch.randn(2, 4, 6, 6)
+    conv(x)
+    assert calls == [1]
+    with torch.no_grad():
+        conv(x)
+    conv.requires_grad_(False)
+    conv(x)
+    assert calls == [1]  # inference runs nn.Conv2d's own convolution
+    # Under CPU bf16 autocast the dtype matches nn.Conv2d's.
+    conv.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(x).dtype == nn.Conv2d.forward(conv, x).dtype == torch.bfloat16
+    # A kernel larger than the padded input raises nn.Conv2d's error, not a reshape error.
+    with pytest.raises(RuntimeError, match="[Kk]ernel size"):
+        GemmConv2d(4, 8, 7)(torch.randn(1, 4, 3, 3))
+
+
+def test_linear_to_conv_gradients_equal_the_linear_layer():
+    # Training goes through GemmConv2d's matmul path; on a kh x kw input it is the Linear layer, gradients included.
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 2 * 2, 4)
+    conv = linear_to_conv2d(linear, 3, 2)
+    assert isinstance(conv, GemmConv2d) and isinstance(conv, nn.Conv2d)
+    x = torch.randn(5, 3, 2, 2)
+    conv(x).flatten(1).square().sum().backward()
+    linear(x.flatten(1)).square().sum().backward()
+    torch.testing.assert_close(conv.weight.grad.flatten(1), linear.weight.grad)
+    torch.testing.assert_close(conv.bias.grad, linear.bias.grad)
 
 
 # ---- receptive field --------------------------------------------------------------------------------------------

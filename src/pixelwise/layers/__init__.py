@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pixelwise.layers.aspp import ASPP
 from pixelwise.layers.context import ContextModule
-from pixelwise.layers.convolutionalize import linear_to_conv2d
+from pixelwise.layers.convolutionalize import GemmConv2d, linear_to_conv2d
 from pixelwise.layers.receptive_field import receptive_field, stacked_3x3
 from pixelwise.layers.upsampling import (
     bilinear_conv_transpose2d,
@@ -20,6 +20,7 @@ from pixelwise.layers.upsampling import (
 __all__ = [
     "ASPP",
     "ContextModule",
+    "GemmConv2d",
     "bilinear_conv_transpose2d",
     "bilinear_kernel",
     "conv_matrix_1d",

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers import linear_to_conv2d, max_unpool2d
+from pixelwise.layers import GemmConv2d, linear_to_conv2d, max_unpool2d
 from pixelwise.models.registry import register_model
 from pixelwise.models.segnet import VGGEncoderWithIndices, check_vgg_model_args, init_decoder, mirrored_widths
 
@@ -128,7 +128,7 @@ class DeconvNet(nn.Module):
             fc6_conv = linear_to_conv2d(linear6, pool5_ch, FC6_KERNEL)
             fc7_conv = linear_to_conv2d(linear7, VGG_FC_WIDTH, 1)
         else:
-            fc6_conv = nn.Conv2d(pool5_ch, fc_channels, FC6_KERNEL)
+            fc6_conv = GemmConv2d(pool5_ch, fc_channels, FC6_KERNEL)
             fc7_conv = nn.Conv2d(fc_channels, fc_channels, 1)
             init_decoder(fc6_conv)
             init_decoder(fc7_conv)

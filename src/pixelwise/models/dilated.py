@@ -27,7 +27,7 @@ from torch import nn
 
 from pixelwise.backbones import build_backbone
 from pixelwise.layers.context import CONTEXT_VARIANTS, ContextModule
-from pixelwise.layers.convolutionalize import linear_to_conv2d
+from pixelwise.layers.convolutionalize import GemmConv2d, linear_to_conv2d
 from pixelwise.layers.upsampling import bilinear_conv_transpose2d
 from pixelwise.models.common import check_images, pad_to_multiple
 from pixelwise.models.registry import register_model
@@ -99,7 +99,7 @@ class DilatedFrontEnd(nn.Module):
             self.fc6 = linear_to_conv2d(fc6_linear, conv5_channels, _FC6_KERNEL)
             self.fc7 = linear_to_conv2d(fc7_linear, _VGG_FC_CHANNELS, 1)
         else:
-            self.fc6 = nn.Conv2d(conv5_channels, fc_channels, _FC6_KERNEL)
+            self.fc6 = GemmConv2d(conv5_channels, fc_channels, _FC6_KERNEL)
             self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         # Dilating a converted layer keeps its weights: only the spacing of the taps changes.
         self.fc6.dilation = (rate, rate)

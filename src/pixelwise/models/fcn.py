@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.convolutionalize import linear_to_conv2d
+from pixelwise.layers.convolutionalize import GemmConv2d, linear_to_conv2d
 from pixelwise.layers.upsampling import bilinear_conv_transpose2d
 from pixelwise.models.common import pad_to_multiple
 from pixelwise.models.registry import register_model
@@ -90,7 +90,7 @@ class FCN(nn.Module):
                 fc6 = linear_to_conv2d(fc6_linear, c5, 7)
                 fc7 = linear_to_conv2d(fc7_linear, fc_channels, 1)
             else:
-                fc6, fc7 = nn.Conv2d(c5, fc_channels, 7), nn.Conv2d(fc_channels, fc_channels, 1)
+                fc6, fc7 = GemmConv2d(c5, fc_channels, 7), nn.Conv2d(fc_channels, fc_channels, 1)
             fc6.padding = (3, 3)
             self.fc = nn.Sequential(
                 fc6, nn.ReLU(inplace=True), nn.Dropout2d(dropout), fc7, nn.ReLU(inplace=True), nn.Dropout2d(dropout)
