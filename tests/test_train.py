@@ -146,3 +146,27 @@ def test_median_frequency_weights_reach_the_loss(tiny_dataset, tmp_path):
     w = t.criterion.class_weights
     assert w is not None and w.shape == (5,) and torch.all(w >= 0)
     assert not torch.allclose(w, torch.ones(5))
+
+
+@pytest.mark.parametrize("loss, kwargs", [("focal", {"gamma": 1.0}), ("cross_entropy+lovasz", {}),
+                                          ("ohem", {"keep": 0.5})])
+def test_training_with_another_loss_lowers_it(tiny_dataset, tmp_path, loss, kwargs):
+    from pixelwise.losses import FocalLoss, OhemCrossEntropyLoss, SumLoss
+
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_dataset, epochs=None, steps=40, optimizer="adamw", lr=0.01, val_every=100, loss=loss,
+                      loss_kwargs=kwargs, class_weights="median-frequency",
+                      model_kwargs={"base_channels": 8, "depth": 2})
+    trainer = Trainer(cfg, run, progress=False)
+    expected = {"focal": FocalLoss, "ohem": OhemCrossEntropyLoss}.get(loss, SumLoss)
+    assert isinstance(trainer.criterion, expected)
+    trainer.fit()
+    losses = [value for _, value in train_losses(run)]
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+
+
+def test_bad_loss_config_is_a_clear_error(tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="loss must be one of cross_entropy, dice"):
+        TrainConfig(loss="bce")
+    with pytest.raises(ConfigError, match="gamma.*not accepted"):
+        Trainer(tiny_config(tiny_dataset, loss="dice", loss_kwargs={"gamma": 2}), tmp_path / "run")

@@ -43,6 +43,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     class_weights: str | list[float] | None = None
+    loss: str = "cross_entropy"
+    loss_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     ignore_index: int = 255
     seed: int = 0
     num_workers: int = 0
@@ -77,6 +79,14 @@ class TrainConfig:
             raise ConfigError(
                 f"class_weights must be 'median-frequency', a list of K floats or null, got {self.class_weights!r}"
             )
+        from pixelwise.losses import LOSSES
+
+        unknown = [n for n in str(self.loss).split("+") if n.strip() not in LOSSES]
+        if unknown:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)} or a sum such as 'cross_entropy+dice', "
+                              f"got {self.loss!r}")
+        if not isinstance(self.loss_kwargs, dict):
+            raise ConfigError(f"loss_kwargs must be a mapping, got {self.loss_kwargs!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
 

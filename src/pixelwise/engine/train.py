@@ -41,7 +41,7 @@ from pixelwise.engine.checkpoint import (
 from pixelwise.engine.config import TrainConfig
 from pixelwise.engine.inference import evaluate, resolve_device
 from pixelwise.errors import CheckpointError, ConfigError
-from pixelwise.losses import CrossEntropyLoss, median_frequency_weights
+from pixelwise.losses import build_loss, median_frequency_weights
 from pixelwise.models import build_model
 
 LOG_NAME = "log.jsonl"
@@ -125,7 +125,11 @@ class Trainer:
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
         self.model = build_model(cfg.model, self.num_classes, self.in_channels, **cfg.model_kwargs).to(self.device)
-        self.criterion = CrossEntropyLoss(cfg.ignore_index, self.class_weights).to(self.device)
+        try:
+            self.criterion = build_loss(cfg.loss, cfg.ignore_index, self.class_weights, **cfg.loss_kwargs)
+        except ValueError as err:
+            raise ConfigError(f"loss {cfg.loss!r} with loss_kwargs {cfg.loss_kwargs}: {err}") from None
+        self.criterion = self.criterion.to(self.device)
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
                 self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
