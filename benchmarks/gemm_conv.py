@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 import torch
+from _publish import publish
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- gemm_conv:start -->", "<!-- gemm_conv:end -->"
 
 # (row, input shape N x C x H x W, padding, dilation)
 CASES = [
@@ -87,14 +87,7 @@ def main() -> int:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.\n"
     )
     print(text)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gemm_conv.md").write_text(text)
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if START in body and END in body:
-        head, rest = body.split(START, 1)
-        readme.write_text(f"{head}{START}\n{text}{END}{rest.split(END, 1)[1]}")
+    publish("gemm_conv", text)
     return 0
 
 

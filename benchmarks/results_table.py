@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _publish import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXELWISE = [sys.executable, "-m", "pixelwise"]
@@ -77,15 +78,7 @@ def main() -> int:
             *rows,
         ]
     )
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "results.md").write_text(table + "\n")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+    publish("results", table + "\n")
     print(table)
     return 0
 
