@@ -70,13 +70,7 @@ class CrossEntropyLoss(nn.Module):
         valid = target != self.ignore_index
         if not valid.any():
             return logits.sum() * 0.0
-        out_of_range = valid & ((target < 0) | (target >= logits.shape[1]))
-        if out_of_range.any():
-            found = target[out_of_range]
-            raise ValueError(
-                f"target holds labels outside 0..{logits.shape[1] - 1} (found {found.min().item()}.."
-                f"{found.max().item()}) besides ignore_index {self.ignore_index}: check the masks' class ids"
-            )
+        _check_labels(target[valid], logits.shape[1], self.ignore_index)
         return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
 
 
@@ -92,19 +86,44 @@ def _flatten_valid(
     flat_target = target.reshape(-1)
     keep = flat_target != ignore_index
     flat_logits, flat_target = flat_logits[keep], flat_target[keep]
-    if flat_target.numel() and (flat_target.min() < 0 or flat_target.max() >= num_classes):
-        raise ValueError(
-            f"target holds labels outside 0..{num_classes - 1} (found {flat_target.min().item()}.."
-            f"{flat_target.max().item()}) besides ignore_index {ignore_index}: check the masks' class ids"
-        )
+    _check_labels(flat_target, num_classes, ignore_index)
     return flat_logits, flat_target
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raise ValueError if the non-void ``labels`` hold a value outside 0..num_classes-1."""
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"target holds labels outside 0..{num_classes - 1} (found {labels.min().item()}.."
+            f"{labels.max().item()}) besides ignore_index {ignore_index}: check the masks' class ids"
+        )
+
+
+class _FlatPixelLoss(nn.Module):
+    """Shared part of the losses below: ``ignore_index``, a ``class_weights`` buffer, the non-void pixels flattened
+    to (P, K) logits and (P,) targets, and 0 with a zero gradient for an all-void batch. Subclasses define
+    ``_loss(flat_logits, flat_target)``."""
+
+    def __init__(self, ignore_index: int, class_weights: torch.Tensor | Sequence[float] | None) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("class_weights", _as_weights(class_weights))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        flat_logits, flat_target = _flatten_valid(logits, target, self.ignore_index)
+        if flat_target.numel() == 0:
+            return logits.sum() * 0.0
+        return self._loss(flat_logits, flat_target)
+
+    def _loss(self, flat_logits: torch.Tensor, flat_target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def _as_weights(class_weights: torch.Tensor | Sequence[float] | None) -> torch.Tensor | None:
     return None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(_FlatPixelLoss):
     """Soft Dice loss over the batch, one Dice score per class (Milletari, Navab, Ahmadi, "V-Net", 3DV 2016).
 
     For class c with softmax probabilities p and one-hot target y over the batch's non-void pixels,
@@ -123,14 +142,10 @@ class DiceLoss(nn.Module):
 
     def __init__(self, ignore_index: int = 255, class_weights: torch.Tensor | Sequence[float] | None = None,
                  smooth: float = 1.0) -> None:
-        super().__init__()
-        self.ignore_index, self.smooth = ignore_index, float(smooth)
-        self.register_buffer("class_weights", _as_weights(class_weights))
+        super().__init__(ignore_index, class_weights)
+        self.smooth = float(smooth)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat_logits, flat_target = _flatten_valid(logits, target, self.ignore_index)
-        if flat_target.numel() == 0:
-            return logits.sum() * 0.0
+    def _loss(self, flat_logits: torch.Tensor, flat_target: torch.Tensor) -> torch.Tensor:
         probs = flat_logits.float().softmax(1)
         onehot = F.one_hot(flat_target, probs.shape[1]).to(probs.dtype)
         intersection = (probs * onehot).sum(0)
@@ -150,7 +165,7 @@ def _weighted_class_mean(per_class: torch.Tensor, weights: torch.Tensor | None,
     return (per_class * w).sum() / total
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(_FlatPixelLoss):
     """Focal loss (Lin, Goyal, Girshick, He, Dollár, ICCV 2017), pixel-wise over K classes.
 
     Each non-void pixel with true class y and softmax probability p_y contributes ``-w_y (1 - p_y)^gamma log p_y``;
@@ -168,16 +183,12 @@ class FocalLoss(nn.Module):
 
     def __init__(self, gamma: float = 2.0, ignore_index: int = 255,
                  class_weights: torch.Tensor | Sequence[float] | None = None) -> None:
-        super().__init__()
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        self.gamma, self.ignore_index = float(gamma), ignore_index
-        self.register_buffer("class_weights", _as_weights(class_weights))
+        super().__init__(ignore_index, class_weights)
+        self.gamma = float(gamma)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat_logits, flat_target = _flatten_valid(logits, target, self.ignore_index)
-        if flat_target.numel() == 0:
-            return logits.sum() * 0.0
+    def _loss(self, flat_logits: torch.Tensor, flat_target: torch.Tensor) -> torch.Tensor:
         log_p = flat_logits.float().log_softmax(1).gather(1, flat_target[:, None])[:, 0]
         per_pixel = -((1 - log_p.exp()) ** self.gamma) * log_p
         w = torch.ones_like(per_pixel) if self.class_weights is None else self.class_weights.to(per_pixel)[flat_target]
@@ -201,7 +212,7 @@ def lovasz_jaccard_gradient(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-class LovaszSoftmaxLoss(nn.Module):
+class LovaszSoftmaxLoss(_FlatPixelLoss):
     """Lovász-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018): a convex surrogate of 1 - IoU per class.
 
     For class c, the errors ``e_i = |y_ic - p_ic|`` of the batch's non-void pixels are sorted in decreasing order and
@@ -217,16 +228,12 @@ class LovaszSoftmaxLoss(nn.Module):
 
     def __init__(self, ignore_index: int = 255, class_weights: torch.Tensor | Sequence[float] | None = None,
                  classes: str = "present") -> None:
-        super().__init__()
         if classes not in ("present", "all"):
             raise ValueError(f"classes must be 'present' or 'all', got {classes!r}")
-        self.ignore_index, self.classes = ignore_index, classes
-        self.register_buffer("class_weights", _as_weights(class_weights))
+        super().__init__(ignore_index, class_weights)
+        self.classes = classes
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat_logits, flat_target = _flatten_valid(logits, target, self.ignore_index)
-        if flat_target.numel() == 0:
-            return logits.sum() * 0.0
+    def _loss(self, flat_logits: torch.Tensor, flat_target: torch.Tensor) -> torch.Tensor:
         probs = flat_logits.float().softmax(1)
         truth = F.one_hot(flat_target, probs.shape[1]).to(probs.dtype)
         errors = (truth - probs).abs()
@@ -239,7 +246,7 @@ class LovaszSoftmaxLoss(nn.Module):
         return _weighted_class_mean(per_class, self.class_weights, present)
 
 
-class OhemCrossEntropyLoss(nn.Module):
+class OhemCrossEntropyLoss(_FlatPixelLoss):
     """Cross-entropy over the hardest pixels only: online hard example mining (Shrivastava, Gupta, Girshick,
     CVPR 2016), per pixel as in Wu, Shen, van den Hengel's online bootstrapping (arXiv 1605.06885, 2016).
 
@@ -261,18 +268,14 @@ class OhemCrossEntropyLoss(nn.Module):
 
     def __init__(self, keep: float = 0.25, threshold: float | None = None, ignore_index: int = 255,
                  class_weights: torch.Tensor | Sequence[float] | None = None) -> None:
-        super().__init__()
         if not keep > 0 or (keep >= 1 and keep != int(keep)):
             raise ValueError(f"keep must be a fraction in (0, 1) or a whole pixel count >= 1, got {keep}")
         if threshold is not None and not 0 < threshold <= 1:
             raise ValueError(f"threshold must be a probability in (0, 1], got {threshold}")
-        self.keep, self.threshold, self.ignore_index = keep, threshold, ignore_index
-        self.register_buffer("class_weights", _as_weights(class_weights))
+        super().__init__(ignore_index, class_weights)
+        self.keep, self.threshold = keep, threshold
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        flat_logits, flat_target = _flatten_valid(logits, target, self.ignore_index)
-        if flat_target.numel() == 0:
-            return logits.sum() * 0.0
+    def _loss(self, flat_logits: torch.Tensor, flat_target: torch.Tensor) -> torch.Tensor:
         nll = F.cross_entropy(flat_logits.float(), flat_target, reduction="none")
         count = flat_target.numel()
         k = min(count, max(1, round(self.keep * count)) if self.keep < 1 else int(self.keep))
