@@ -18,6 +18,7 @@ from pixelwise.errors import PixelwiseError
 
 
 def _train(args: argparse.Namespace) -> int:
+    from pixelwise.engine import distributed
     from pixelwise.engine.config import TrainConfig, apply_overrides, load_yaml
     from pixelwise.engine.train import Trainer
     from pixelwise.metrics import format_table
@@ -46,13 +47,21 @@ def _train(args: argparse.Namespace) -> int:
         values["epochs"] = 10
     cfg = TrainConfig.from_dict(values, source=args.config or "the command line")
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    print(
-        f"training {cfg.model} on {cfg.data} ({len(trainer.train_set)} {cfg.train_split} images, "
-        f"{trainer.num_classes} classes) for {trainer.total_steps} steps ({trainer.num_epochs} epochs) "
-        f"on {trainer.device}; writing {args.out}",
-        flush=True,
-    )
-    metrics = trainer.fit()
+    main = trainer.world.is_main  # under torchrun, rank 0 alone prints
+    if main:
+        procs = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
+        print(
+            f"training {cfg.model} on {cfg.data} ({len(trainer.train_set)} {cfg.train_split} images, "
+            f"{trainer.num_classes} classes) for {trainer.total_steps} steps ({trainer.num_epochs} epochs, "
+            f"{trainer.global_batch} images per step) on {trainer.device}{procs}; writing {args.out}",
+            flush=True,
+        )
+    try:
+        metrics = trainer.fit()
+    finally:
+        distributed.teardown(trainer.world)
+    if not main:
+        return 0
     if metrics is None:
         print("nothing to do: the run in", args.out, "is already complete")
         return 0

@@ -129,19 +129,29 @@ class SeededTransformDataset(Dataset):
 class EpochSampler(Sampler):
     """Yields ``(index, sample_seed)``: a permutation drawn from (seed, epoch), each position with its own seed.
     Call :meth:`set_epoch` before iterating (as with ``DistributedSampler``).
+
+    With ``num_replicas > 1`` (multi-process training) rank ``r`` takes positions ``r, r + n, r + 2n, ...`` of the
+    same permutation, cut to a multiple of ``n`` so every rank runs the same number of steps. Batch ``b`` of every
+    rank together then holds exactly the samples, with the same augmentation seeds, of batch ``b`` of a single
+    process whose batch is ``n`` times larger.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in 0..{num_replicas - 1}, got {rank}")
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // self.num_replicas
 
     def __iter__(self):
         ss = np.random.SeedSequence([self.seed, self.epoch])
@@ -152,5 +162,5 @@ class EpochSampler(Sampler):
         else:
             order = list(range(self.num_samples))
         seeds = sample_seeds.generate_state(self.num_samples, dtype=np.uint32).tolist()
-        return iter(zip(order, seeds))
-
+        used = len(self) * self.num_replicas
+        return iter(list(zip(order, seeds))[self.rank:used:self.num_replicas])

@@ -18,7 +18,15 @@ class TrainConfig:
 
     ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
     resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.
-    Exactly one of ``epochs`` and ``steps`` sets the run's length; the poly schedule spans it.
+    Exactly one of ``epochs`` and ``steps`` sets the run's length, counted in optimizer steps; the poly schedule
+    spans it. ``warmup_steps`` > 0 first ramps the LR linearly from ``warmup_factor * lr`` to ``lr``; the poly decay
+    then spans the remaining steps (the scheme of torchvision's segmentation references).
+
+    Scale: each optimizer step sees ``batch_size * grad_accum_steps * world_size`` images (``world_size`` processes
+    under ``torchrun``). ``clip_grad_norm`` clips the global L2 norm of the gradients. ``precision`` is ``fp32``,
+    ``bf16`` (autocast on CPU or GPU) or ``fp16`` (autocast with a gradient scaler; CUDA only). ``channels_last``
+    stores the model and each batch in NHWC; ``compile`` trains through ``torch.compile``; ``sync_bn`` turns every
+    BatchNorm into SyncBatchNorm in multi-process CUDA runs.
     """
 
     data: str = "synthetic"
@@ -42,6 +50,14 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    warmup_steps: int = 0
+    warmup_factor: float = 0.001
+    grad_accum_steps: int = 1
+    clip_grad_norm: float | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
     class_weights: str | list[float] | None = None
     loss: str = "cross_entropy"
     loss_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -75,6 +91,18 @@ class TrainConfig:
             raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         if not self.input_scale > 0:
             raise ConfigError(f"input_scale must be > 0, got {self.input_scale}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.steps is not None and self.warmup_steps >= self.steps:
+            raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if not 0 < self.warmup_factor <= 1:
+            raise ConfigError(f"warmup_factor must be in (0, 1], got {self.warmup_factor!r}")
+        if not isinstance(self.grad_accum_steps, int) or self.grad_accum_steps < 1:
+            raise ConfigError(f"grad_accum_steps must be a positive integer, got {self.grad_accum_steps!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ConfigError(f"clip_grad_norm must be > 0 or null (no clipping), got {self.clip_grad_norm!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "median-frequency":
             raise ConfigError(
                 f"class_weights must be 'median-frequency', a list of K floats or null, got {self.class_weights!r}"

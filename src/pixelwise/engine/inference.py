@@ -57,15 +57,24 @@ def evaluate(
     input_scale: float = 1.0,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Run ``model`` over ``loader`` (batches of ``(images (N,C,H,W) float, masks (N,H,W) int64)``) and return
-    :meth:`SegmentationMetrics.compute` of the whole split. The model is left in eval mode."""
+    :meth:`SegmentationMetrics.compute` of the whole split. The model is left in eval mode.
+
+    ``amp_dtype`` (``torch.bfloat16`` or ``torch.float16``) runs the model under autocast; ``channels_last`` hands
+    it NHWC batches. In a multi-process run each rank passes its shard and the confusion matrices are summed."""
     model.eval()
+    device = torch.device(device)
     metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
     for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
-        logits = infer_logits(model, images, input_scale, out_size=masks.shape[-2:])
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = infer_logits(model, images, input_scale, out_size=masks.shape[-2:])
         metrics.update(logits.argmax(1), masks)
     metrics.all_reduce()
     return metrics.compute()

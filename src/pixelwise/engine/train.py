@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
@@ -38,6 +41,7 @@ from pixelwise.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from pixelwise.engine import distributed
 from pixelwise.engine.config import TrainConfig
 from pixelwise.engine.inference import evaluate, resolve_device
 from pixelwise.errors import CheckpointError, ConfigError
@@ -47,21 +51,40 @@ from pixelwise.models import build_model
 LOG_NAME = "log.jsonl"
 
 
-def poly_lr_lambda(total_steps: int, power: float = 0.9) -> Callable[[int], float]:
-    """Multiplier of the base LR at ``step`` (0-based) for the poly schedule over ``total_steps``."""
-    return lambda step: max(0.0, 1.0 - step / total_steps) ** power
+def poly_lr_lambda(
+    total_steps: int, power: float = 0.9, warmup_steps: int = 0, warmup_factor: float = 0.001
+) -> Callable[[int], float]:
+    """Multiplier of the base LR at ``step`` (0-based, counted in optimizer steps).
+
+    Steps ``0 .. warmup_steps - 1`` ramp linearly from ``warmup_factor`` towards 1; from ``warmup_steps`` on, the
+    poly decay ``(1 - (step - warmup_steps) / (total_steps - warmup_steps)) ** power`` spans the remaining steps,
+    as torchvision's segmentation references chain ``LinearLR`` and ``PolynomialLR``.
+    """
+    decay_steps = total_steps - warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_factor + (1.0 - warmup_factor) * step / warmup_steps
+        return max(0.0, 1.0 - (step - warmup_steps) / decay_steps) ** power
+
+    return factor
 
 
-def _loader(dataset, batch_size, shuffle_sampler, cfg: TrainConfig, drop_last: bool) -> DataLoader:
+def _loader(dataset, batch_size, sampler, cfg: TrainConfig, device: torch.device, shuffle: bool) -> DataLoader:
+    """Workers keep running between epochs (``persistent_workers``) and, for CUDA, hand over page-locked batches
+    (``pin_memory``) so the host-to-device copy overlaps compute."""
     kwargs: dict[str, Any] = dict(
         num_workers=cfg.num_workers,
         collate_fn=partial(pad_collate, ignore_index=cfg.ignore_index),
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
     )
-    if shuffle_sampler is not None:
-        return DataLoader(dataset, batch_sampler=BatchSampler(shuffle_sampler, batch_size, drop_last), **kwargs)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **kwargs)
+    if shuffle:
+        return DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=True), **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+
+
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Trainer:
@@ -71,6 +94,10 @@ class Trainer:
     ``log_every`` steps with loss and lr; one ``{"type": "val"}`` line per validation with every metric),
     ``last.pt`` (after every epoch) and ``best.pt`` (best validation mIoU).
 
+    Under ``torchrun`` (see :mod:`pixelwise.engine.distributed`) every process trains on its shard of each global
+    batch through ``DistributedDataParallel``; validation is sharded too and its confusion matrices summed over
+    ranks; rank 0 alone writes logs and checkpoints. The logged loss is the mean over ranks and accumulation steps.
+
     Raises:
         ConfigError, DatasetError, CheckpointError: bad options, data or checkpoint, with the fix in the message.
     """
@@ -78,8 +105,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.device = resolve_device(cfg.device)
+        self.world, self.device = distributed.setup(resolve_device(cfg.device))
+        self.progress = progress and self.world.is_main
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"precision fp16 needs a CUDA device (this run is on {self.device}): use bf16 on the CPU")
+        if cfg.sync_bn and self.world.distributed and self.device.type != "cuda":
+            raise ConfigError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; drop sync_bn for CPU (gloo) runs")
+        self.amp_dtype = _AMP_DTYPES[cfg.precision]
         torch.manual_seed(cfg.seed)
 
         raw_train = build_dataset(
@@ -106,25 +138,52 @@ class Trainer:
             cfg.hflip, cfg.color_jitter,
         )
         self.train_set = SeededTransformDataset(raw_train, tf)
-        if len(self.train_set) < cfg.batch_size:
+        self.global_batch = cfg.batch_size * cfg.grad_accum_steps * self.world.size
+        if len(self.train_set) < self.global_batch:
             raise ConfigError(
-                f"batch size {cfg.batch_size} is larger than the {len(self.train_set)} training images of "
-                f"{cfg.data} ({cfg.train_split}): use --batch-size {len(self.train_set)} or less"
+                f"one optimizer step needs {self.global_batch} images (batch size {cfg.batch_size} x "
+                f"{cfg.grad_accum_steps} accumulation steps x {self.world.size} processes) but {cfg.data} "
+                f"({cfg.train_split}) has {len(self.train_set)}: use --batch-size "
+                f"{max(1, len(self.train_set) // (cfg.grad_accum_steps * self.world.size))} or less"
             )
-        self.sampler = EpochSampler(len(self.train_set), seed=cfg.seed)
-        self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, drop_last=True)
+        self.sampler = EpochSampler(
+            len(self.train_set), seed=cfg.seed, num_replicas=self.world.size, rank=self.world.rank
+        )
+        self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, self.device, shuffle=True)
         self.val_set = build_dataset(
             cfg.data, cfg.val_split, transforms=eval_transforms(self.mean, self.std), require_masks=True,
             seed=cfg.seed, ignore_index=cfg.ignore_index,
         )
         check_classes({"classes": self.val_set.classes}, self.classes, f"{cfg.data} ({cfg.val_split})", "train split")
-        self.val_loader = _loader(self.val_set, cfg.eval_batch_size, None, cfg, drop_last=False)
+        self.val_loader = _loader(
+            self.val_set, cfg.eval_batch_size, distributed.ShardSampler(len(self.val_set), self.world), cfg,
+            self.device, shuffle=False,
+        )
 
-        self.steps_per_epoch = len(self.train_loader)
+        # An epoch is as many whole optimizer steps as the shuffled images fill; the few left over sit out that
+        # epoch (a different few each time, since the permutation changes).
+        self.steps_per_epoch = len(self.train_loader) // cfg.grad_accum_steps
         self.total_steps = cfg.steps if cfg.steps is not None else (cfg.epochs or 1) * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        if cfg.warmup_steps >= self.total_steps:
+            raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) must be smaller than the run's "
+                              f"{self.total_steps} steps")
 
         self.model = build_model(cfg.model, self.num_classes, self.in_channels, **cfg.model_kwargs).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and self.world.distributed:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        # What the training step calls; self.model stays the plain module (checkpoints, validation).
+        self.train_model: nn.Module = self.model
+        self.ddp: DistributedDataParallel | None = None
+        if self.world.distributed:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            self.train_model = self.ddp
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
         try:
             self.criterion = build_loss(cfg.loss, cfg.ignore_index, self.class_weights, **cfg.loss_kwargs)
         except ValueError as err:
@@ -137,18 +196,20 @@ class Trainer:
         else:
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, poly_lr_lambda(self.total_steps, cfg.poly_power)
+            self.optimizer, poly_lr_lambda(self.total_steps, cfg.poly_power, cfg.warmup_steps, cfg.warmup_factor)
         )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps completed
         self.best_miou = -1.0
         self.last_metrics: dict[str, Any] | None = None
         if resume:
             self._resume()
-        else:
+        elif self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / LOG_NAME).write_text("")
-        self._write_config()
+        if self.world.is_main:
+            self._write_config()
 
     def _class_weights(self, stats) -> torch.Tensor | None:
         cw = self.cfg.class_weights
@@ -182,6 +243,8 @@ class Trainer:
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "world_size": self.world.size,
             "rng_state": get_rng_state(),
             "epoch": self.epoch,
             "step": self.step,
@@ -200,13 +263,23 @@ class Trainer:
                 f"--resume: {path} holds model {state['model']} {state['model_kwargs']}, the config asks for "
                 f"{self.cfg.model} {dict(self.cfg.model_kwargs)}"
             )
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world.size:
+            raise CheckpointError(
+                f"--resume: {path} was trained by {saved_world} process(es) and this run has {self.world.size}; "
+                f"resume with the same count (torchrun --nproc_per_node {saved_world}) so the global batch and the "
+                f"order of samples stay the same"
+            )
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
+        if state.get("scaler_state"):
+            self.scaler.load_state_dict(state["scaler_state"])
         set_rng_state(state["rng_state"])
         self.epoch, self.step, self.best_miou = state["epoch"], state["step"], state["best_miou"]
         self.last_metrics = state["metrics"]
-        self._truncate_log()
+        if self.world.is_main:
+            self._truncate_log()
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint (a run killed mid-epoch), so the resumed log has no
@@ -221,10 +294,43 @@ class Trainer:
         log.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
         with open(self.out_dir / LOG_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     # -- the loop ----------------------------------------------------------------------------------------------
+    def _forward_backward(self, micro_batches: list) -> float:
+        """Accumulate the gradient of one optimizer step from this rank's ``micro_batches``; return its loss.
+
+        The step's loss is the mean over every labelled pixel of the global batch: each micro-batch's loss (a mean
+        over its own labelled pixels) is weighted by its share of the labelled pixels of all micro-batches on all
+        ranks. A global batch split over processes and accumulation steps then gives the same gradient, up to
+        float rounding, as one process holding it whole (exactly so for per-pixel losses such as cross-entropy
+        without class weights). Returns the step's loss (the same on every rank).
+        """
+        cfg = self.cfg
+        counts = [int((masks != cfg.ignore_index).sum()) for _, masks in micro_batches]
+        total = distributed.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64), self.world)
+        total = max(float(total), 1.0)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=self.device)
+        for k, (images, masks) in enumerate(micro_batches):
+            images = images.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            masks = masks.to(self.device, non_blocking=True)
+            share = counts[k] / total
+            # Gradients are all-reduced across processes only on the last micro-batch; DDP averages them over the
+            # ranks, hence the factor world_size.
+            last = k == len(micro_batches) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.train_model(images)
+                loss = self.criterion(logits.float(), masks)
+                self.scaler.scale(loss * (share * self.world.size)).backward()
+            loss_acc += loss.detach().double() * share
+        return float(distributed.all_reduce_sum(loss_acc, self.world))
+
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
         """Train until ``total_steps``; validate every ``val_every`` epochs and at the end. ``stop_after_epoch``
         stops early (as an interrupted run would) after that many epochs; ``resume=True`` continues it.
@@ -241,37 +347,39 @@ class Trainer:
                 dynamic_ncols=True,
             )
             loss_sum, seen = 0.0, 0
-            for images, masks in self.train_loader:
-                images = images.to(self.device, non_blocking=True)
-                masks = masks.to(self.device, non_blocking=True)
-                logits = self.model(images)
-                loss = self.criterion(logits, masks)
-                if not torch.isfinite(loss):
+            batches = iter(self.train_loader)
+            for _ in range(n_steps):
+                value = self._forward_backward([next(batches) for _ in range(cfg.grad_accum_steps)])
+                if not math.isfinite(value):
                     raise FloatingPointError(
-                        f"loss is {loss.item()} at step {self.step + 1}: lower the learning rate (now "
+                        f"loss is {value} at step {self.step + 1}: lower the learning rate (now "
                         f"{self.scheduler.get_last_lr()[0]:.3g}); {self.out_dir / 'last.pt'} holds the last good state"
                     )
+                record: dict[str, Any] = {}
+                if cfg.clip_grad_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+                    record["grad_norm"] = round(float(norm), 6)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
                 lr = self.scheduler.get_last_lr()[0]
                 self.scheduler.step()
                 self.step += 1
-                value = loss.item()
                 loss_sum += value
                 seen += 1
                 if self.step % cfg.log_every == 0:
-                    self._log({"type": "train", "epoch": self.epoch + 1, "step": self.step, "loss": value, "lr": lr})
+                    self._log({"type": "train", "epoch": self.epoch + 1, "step": self.step, "loss": value, "lr": lr,
+                               **record})
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
-                if self.step >= self.total_steps or seen >= n_steps:
-                    break
             bar.close()
             self.epoch += 1
             metrics = None
             if self.epoch % cfg.val_every == 0 or self.step >= self.total_steps:
                 metrics = evaluate(
-                    self.model, self.val_loader, self.num_classes, cfg.ignore_index, cfg.input_scale, self.device
+                    self.model, self.val_loader, self.num_classes, cfg.ignore_index, cfg.input_scale, self.device,
+                    amp_dtype=self.amp_dtype, channels_last=cfg.channels_last,
                 )
                 self.last_metrics = metrics
                 self._log(
@@ -285,8 +393,10 @@ class Trainer:
                     )
                 if metrics["mIoU"] > self.best_miou:
                     self.best_miou = metrics["mIoU"]
-                    save_checkpoint(self.state(metrics), self.out_dir / "best.pt")
-            save_checkpoint(self.state(metrics), self.out_dir / "last.pt")
+                    if self.world.is_main:
+                        save_checkpoint(self.state(metrics), self.out_dir / "best.pt")
+            if self.world.is_main:
+                save_checkpoint(self.state(metrics), self.out_dir / "last.pt")
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 break
         return self.last_metrics
@@ -301,4 +411,8 @@ def _scalars(metrics: dict[str, Any] | None) -> dict[str, Any]:
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
           stop_after_epoch: int | None = None) -> dict[str, Any] | None:
     """Train a model as ``cfg`` says, writing into ``out_dir``; see :class:`Trainer`. Returns val metrics."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress).fit(stop_after_epoch=stop_after_epoch)
+    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit(stop_after_epoch=stop_after_epoch)
+    finally:
+        distributed.teardown(trainer.world)
