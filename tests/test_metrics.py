@@ -162,6 +162,40 @@ def test_negative_target_raises_without_ignore_index() -> None:
         m.update(torch.tensor([0, 1]), torch.tensor([0, VOID]))
 
 
+def test_values_beyond_int32_are_not_wrapped_into_a_class() -> None:
+    """The fast path counts in int32; 2**32 + 1 would wrap to class 1 there. It must be reported, not counted."""
+    m = SegmentationMetrics(3)
+    with pytest.raises(ValueError, match="4294967297"):
+        m.update(torch.tensor([0, 1]), torch.tensor([0, 2**32 + 1]))
+    with pytest.raises(ValueError, match="4294967296"):
+        m.update(torch.tensor([2**32, 1]), torch.tensor([0, 1]))
+    assert int(m.confusion_matrix.sum()) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64])
+def test_any_integer_dtype_counts_the_same_and_leaves_the_inputs_alone(dtype) -> None:
+    gen = torch.Generator().manual_seed(7)
+    preds, target = _random_batch(gen, 11)
+    expected = SegmentationMetrics(11)
+    expected.update(preds, target)
+    p, t = preds.to(dtype), target.to(dtype)
+    p0, t0 = p.clone(), t.clone()
+    m = SegmentationMetrics(11)
+    m.update(p, t)
+    assert torch.equal(m.confusion_matrix, expected.confusion_matrix)
+    assert torch.equal(p, p0) and torch.equal(t, t0)  # void pixels were not zeroed in the caller's tensors
+    # The int64 path gives the same counts (hand check: one bincount over the non-void pixels).
+    valid = target != VOID
+    oracle = torch.bincount(target[valid] * 11 + preds[valid], minlength=121).reshape(11, 11)
+    assert torch.equal(m.confusion_matrix, oracle)
+
+
+def test_negative_ignore_index() -> None:
+    m = SegmentationMetrics(3, ignore_index=-100)
+    m.update(torch.tensor([0, 2, 1]), torch.tensor([0, -100, 1]))
+    assert m.confusion_matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+
+
 def test_pred_out_of_range_raises() -> None:
     m = SegmentationMetrics(3)
     with pytest.raises(ValueError, match=r"\b3\b"):

@@ -1,0 +1,54 @@
+"""Interleaved timing: ours and the peer in one process, alternating, so a noisy machine slows both alike."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                device: torch.device | str = "cpu") -> dict[str, float]:
+    """Run each function ``warmup`` times, then ``repeats`` rounds of one call each in turn (the order alternates
+    every round). Returns each function's median seconds per call."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names if r % 2 == 0 else reversed(names):
+            sync(device)
+            t0 = time.perf_counter()
+            fns[n]()
+            sync(device)
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def machine(device: torch.device | str = "cpu") -> str:
+    """One line naming what the figures were measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        where = f"{cpu}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores"
+    return f"{where}; torch {torch.__version__}"
