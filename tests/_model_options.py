@@ -10,5 +10,6 @@ LIGHT: dict[str, dict] = {
     "deeplabv3": {"backbone": "resnet18"},
     "deeplabv3plus": {"backbone": "mobilenet_v2"},
     "encoder_unet": {"backbone": "resnet18"},
+    "fcn_resnet_dilated": {"backbone": "resnet18"},
     "unet": {"base_channels": 8},
 }

@@ -98,3 +98,39 @@ def test_deeplabv3plus_decoder_joins_stride_4_features() -> None:
     with torch.no_grad():
         model(torch.randn(1, 3, 96, 128))
     assert seen["in"] == (1, 256 + 48, 24, 32)
+
+
+def test_separable_aspp_and_decoder_keep_shapes_and_cut_the_work():
+    """DeepLabv3+'s atrous separable convolution: depthwise (groups = channels) then pointwise, same output shape,
+    far fewer parameters than the full 3x3 convolutions."""
+    from pixelwise.layers import ASPP
+    from pixelwise.models import build_model, count_parameters
+
+    full, sep = ASPP(64, 32, (2, 4)), ASPP(64, 32, (2, 4), separable=True)
+    x = torch.randn(2, 64, 9, 11)
+    assert sep(x).shape == full(x).shape == (2, 32, 9, 11)
+    depthwise = [m for m in sep.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 64]
+    assert [m.dilation for m in depthwise] == [(2, 2), (4, 4)]
+    assert count_parameters(sep.branches[1]) < count_parameters(full.branches[1]) / 4  # 64*9 + 64*32 vs 64*32*9
+    kw = dict(backbone="mobilenet_v2")
+    a, b = build_model("deeplabv3plus", 5, **kw), build_model("deeplabv3plus", 5, separable=True, **kw)
+    y = b(torch.randn(2, 3, 97, 131))
+    assert y.shape == (2, 5, 97, 131)
+    y.mean().backward()
+    assert count_parameters(b) < count_parameters(a) - 2_000_000
+
+
+def test_deeplab_can_keep_the_old_rate_on_the_strided_conv():
+    """DeepLab's reference code and torchvision: at output stride 8 the first block of ResNet's layer3 keeps rate 1
+    on the convolution that lost its stride, the others get 2; layer4: 2, then 4."""
+    from pixelwise.models import build_model
+
+    def rates(model):
+        stages = model.backbone.stages
+        convs = [[m for m in stages[i].modules() if isinstance(m, torch.nn.Conv2d)] for i in (3, 4)]
+        return [[m.dilation[0] for m in stage if m.kernel_size == (3, 3)] for stage in convs]
+
+    ref = build_model("deeplabv3", 3, backbone="resnet18", output_stride=8, dilate_strided_conv=False)
+    assert rates(ref) == [[1, 2, 2, 2], [2, 4, 4, 4]]
+    default = build_model("deeplabv3", 3, backbone="resnet18", output_stride=8)
+    assert rates(default) == [[2, 2, 2, 2], [4, 4, 4, 4]]

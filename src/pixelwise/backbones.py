@@ -14,6 +14,10 @@ with its classifier removed and its layers grouped into five stages whose output
 trick of DeepLab (Chen et al., TPAMI 2018) and of Yu & Koltun (ICLR 2016): the stage that would have halved the
 resolution keeps it and its convolutions get atrous rate 2 (the next one 4), so every kernel still sees the same
 context as in the strided network. Weights keep their shapes, so ImageNet weights load into a dilated backbone.
+The convolution that carried the removed stride still reads its input at the old resolution, so rate 1 (the previous
+stage's rate) would keep its own field of view exactly; ``dilate_strided_conv=False`` does that, as torchvision's
+ResNet ``replace_stride_with_dilation`` does, while the default gives it the new rate like the rest of its stage, as
+torchvision's dilated MobileNetV3 does.
 
 Weights come from a torchvision weights enum (``"IMAGENET1K_V1"``, ``"DEFAULT"`` or the enum member itself), which
 torchvision fetches into ``$TORCH_HOME/hub/checkpoints`` (downloaded once, then read from that cache), or from a local
@@ -217,14 +221,18 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _dilate(module: nn.Module, rate: int) -> None:
-    """Remove the striding of ``module`` and give its k>1 convolutions atrous rate ``rate`` (padding kept 'same')."""
+def _dilate(module: nn.Module, rate: int, strided_rate: int | None = None) -> None:
+    """Remove the striding of ``module`` and give its k>1 convolutions atrous rate ``rate`` (padding kept 'same').
+
+    With ``strided_rate`` given, the convolutions that were strided get that rate instead of ``rate``.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
+            conv_rate = strided_rate if strided_rate is not None and m.stride != (1, 1) else rate
             m.stride = (1, 1)
             if m.kernel_size != (1, 1):
-                m.dilation = (rate, rate)
-                m.padding = tuple(rate * (k - 1) // 2 for k in m.kernel_size)
+                m.dilation = (conv_rate, conv_rate)
+                m.padding = tuple(conv_rate * (k - 1) // 2 for k in m.kernel_size)
 
 
 def _vgg_stages(model: nn.Module) -> list[nn.Sequential]:
@@ -245,6 +253,7 @@ def build_backbone(
     in_channels: int = 3,
     output_stride: int = 32,
     weights: Any = None,
+    dilate_strided_conv: bool = True,
 ) -> Backbone:
     """Build a torchvision classification network as a 5-stage :class:`Backbone`.
 
@@ -260,12 +269,17 @@ def build_backbone(
             ``"DEFAULT"``) or enum member, fetched through torchvision's cache (``$TORCH_HOME/hub/checkpoints``;
             downloaded the first time), or the path of a local ``state_dict`` file in torchvision's key layout.
             Classifier weights may be absent from a file.
+        dilate_strided_conv: in a dilated ResNet or MobileNet stage, whether the convolution whose stride is
+            removed also gets the stage's new atrous rate (True, like the stage's other convolutions; torchvision's
+            dilated MobileNetV3) or keeps the previous stage's rate (False; torchvision's ResNet
+            ``replace_stride_with_dilation``). No effect on VGG, whose strides are in its pools.
 
     Returns:
         The backbone, in train mode, float32, on the CPU.
 
     Raises:
-        ConfigError: unknown ``name`` or weights name, ``output_stride`` not in {8, 16, 32}, ``in_channels`` < 1.
+        ConfigError: unknown ``name`` or weights name, ``output_stride`` not in {8, 16, 32}, ``in_channels`` < 1,
+            ``dilate_strided_conv`` not a bool.
         CheckpointError: a weights file that is missing, unreadable or does not fit the network (the message lists
             missing, unexpected and mis-shaped keys); a download that fails (the message says where to put the file).
     """
@@ -275,6 +289,8 @@ def build_backbone(
         raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+    if not isinstance(dilate_strided_conv, bool):
+        raise ConfigError(f"dilate_strided_conv must be True or False, got {dilate_strided_conv!r}")
     builder, family = BACKBONES[name]
     head_prefixes = ("fc.",) if family == "resnet" else ("classifier.",)
     if family == "vgg":
@@ -362,7 +378,7 @@ def build_backbone(
                 stride *= 2
         elif stride * 2 > output_stride:
             rate *= 2
-            _dilate(stage, rate)
+            _dilate(stage, rate, None if dilate_strided_conv else rate // 2)
         else:
             stride *= 2
         strides.append(stride)

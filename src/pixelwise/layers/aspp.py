@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ASPP", "conv_bn_relu"]
+__all__ = ["ASPP", "conv_bn_relu", "separable_conv_bn_relu"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -17,6 +17,28 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dila
     padding = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def separable_conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1
+) -> nn.Sequential:
+    """Atrous separable convolution as DeepLabv3+ uses it (Chen et al., ECCV 2018, sec. 3.1): a depthwise
+    ``kernel_size`` convolution at atrous rate ``dilation`` -> BN -> ReLU, then a pointwise 1x1 convolution -> BN ->
+    ReLU (the paper adds BN and ReLU after the depthwise step, as MobileNet does). About ``kernel_size**2`` times
+    fewer multiply-adds than :func:`conv_bn_relu` for wide layers.
+
+    Shapes: (N, in_channels, H, W) float -> (N, out_channels, H, W) float.
+    """
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation, groups=in_channels,
+                  bias=False),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -54,6 +76,8 @@ class ASPP(nn.Module):
         atrous_rates: one 3x3 branch per rate; rates >= 1.
         image_pooling: include the image-level branch (works at batch size 1, see :class:`ImagePooling`).
         dropout: dropout probability after the projection (0.1 in the paper's code; 0 disables).
+        separable: the 3x3 atrous branches as depthwise-separable convolutions (DeepLabv3+'s "atrous separable
+            convolution", :func:`separable_conv_bn_relu`) instead of full ones.
 
     Shapes:
         (N, in_channels, H, W) float -> (N, out_channels, H, W) float.
@@ -69,6 +93,7 @@ class ASPP(nn.Module):
         atrous_rates: Sequence[int] = (6, 12, 18),
         image_pooling: bool = True,
         dropout: float = 0.1,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         rates = [int(r) for r in atrous_rates]
@@ -76,7 +101,8 @@ class ASPP(nn.Module):
             raise ValueError(f"atrous rates must be >= 1, got {list(atrous_rates)}")
         self.atrous_rates = tuple(rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, kernel_size=1)]
-        branches += [conv_bn_relu(in_channels, out_channels, kernel_size=3, dilation=r) for r in rates]
+        atrous = separable_conv_bn_relu if separable else conv_bn_relu
+        branches += [atrous(in_channels, out_channels, kernel_size=3, dilation=r) for r in rates]
         if image_pooling:
             branches.append(ImagePooling(in_channels, out_channels))
         self.branches = nn.ModuleList(branches)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.aspp import ASPP, conv_bn_relu
+from pixelwise.layers.aspp import ASPP, conv_bn_relu, separable_conv_bn_relu
 from pixelwise.models.registry import register_model
 
 __all__ = ["DeepLabV3", "DeepLabV3Plus", "deeplabv3", "deeplabv3plus"]
@@ -47,6 +47,10 @@ class DeepLabV3(nn.Module):
         output_stride: 16 or 8; the encoder's last stages are dilated to keep this resolution.
         atrous_rates: ASPP's rates; default (6, 12, 18) at output stride 16, (12, 24, 36) at 8.
         aspp_channels: width of ASPP and of the head (256 in the paper).
+        dilate_strided_conv: see :func:`pixelwise.backbones.build_backbone`; ``False`` keeps the previous atrous
+            rate on the convolution whose stride was removed (DeepLab's reference code and torchvision's
+            ``deeplabv3_resnet50``, whose architecture ``output_stride=8, atrous_rates=(12, 24, 36),
+            dilate_strided_conv=False`` then matches).
 
     Shapes:
         (N, in_channels, H, W) float -> (N, K, H, W) float logits, for any H, W.
@@ -64,11 +68,13 @@ class DeepLabV3(nn.Module):
         output_stride: int = 16,
         atrous_rates: Sequence[int] | None = None,
         aspp_channels: int = 256,
+        dilate_strided_conv: bool = True,
     ) -> None:
         super().__init__()
         rates = _default_rates(output_stride, atrous_rates)
         self.backbone = build_backbone(
-            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights
+            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights,
+            dilate_strided_conv=dilate_strided_conv,
         )
         self.backbone.fc_layers = ()
         self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates)
@@ -91,9 +97,13 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: the stride-4 features are reduced to this many channels (48 in the paper, so they do
             not outweigh the 256 semantic channels).
         decoder_channels: width of the two 3x3 refinement convolutions (256 in the paper).
+        separable: ASPP's atrous branches and the two refinement convolutions as atrous separable convolutions
+            (depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU), the paper's design; about 5x fewer
+            FLOPs in the head. Off by default, as in the paper's ResNet-101 experiments.
+        dilate_strided_conv: as for :class:`DeepLabV3`.
 
-    The paper's decoder uses depthwise-separable convolutions with its Xception backbone; with ResNet and
-    MobileNet backbones we use plain 3x3 convolutions, as the paper's ResNet-101 experiments do.
+    The paper's ASPP and decoder use depthwise-separable convolutions with its Xception backbone
+    (``separable=True``); by default we use plain 3x3 convolutions, as the paper's ResNet-101 experiments do.
 
     Shapes:
         (N, in_channels, H, W) float -> (N, K, H, W) float logits, for any H, W.
@@ -113,18 +123,22 @@ class DeepLabV3Plus(nn.Module):
         aspp_channels: int = 256,
         low_level_channels: int = 48,
         decoder_channels: int = 256,
+        separable: bool = False,
+        dilate_strided_conv: bool = True,
     ) -> None:
         super().__init__()
         rates = _default_rates(output_stride, atrous_rates)
         self.backbone = build_backbone(
-            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights
+            backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights,
+            dilate_strided_conv=dilate_strided_conv,
         )
         self.backbone.fc_layers = ()
-        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates)
+        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates, separable=separable)
         self.reduce_low_level = conv_bn_relu(self.backbone.out_channels[1], low_level_channels, 1)
+        refine = separable_conv_bn_relu if separable else conv_bn_relu
         self.decoder = nn.Sequential(
-            conv_bn_relu(aspp_channels + low_level_channels, decoder_channels, 3),
-            conv_bn_relu(decoder_channels, decoder_channels, 3),
+            refine(aspp_channels + low_level_channels, decoder_channels, 3),
+            refine(decoder_channels, decoder_channels, 3),
             nn.Conv2d(decoder_channels, num_classes, 1),
         )
 
@@ -151,9 +165,11 @@ def deeplabv3(
     output_stride: int = 16,
     atrous_rates: Sequence[int] | None = None,
     aspp_channels: int = 256,
+    dilate_strided_conv: bool = True,
 ) -> DeepLabV3:
     """DeepLabv3; see :class:`DeepLabV3` for the arguments."""
-    return DeepLabV3(num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels)
+    return DeepLabV3(num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
+                     dilate_strided_conv)
 
 
 @register_model(
@@ -172,9 +188,11 @@ def deeplabv3plus(
     aspp_channels: int = 256,
     low_level_channels: int = 48,
     decoder_channels: int = 256,
+    separable: bool = False,
+    dilate_strided_conv: bool = True,
 ) -> DeepLabV3Plus:
     """DeepLabv3+; see :class:`DeepLabV3Plus` for the arguments."""
     return DeepLabV3Plus(
         num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
-        low_level_channels, decoder_channels,
+        low_level_channels, decoder_channels, separable, dilate_strided_conv,
     )
