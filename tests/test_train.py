@@ -34,8 +34,12 @@ def test_resume_logs_the_same_losses_as_an_uninterrupted_run(tiny_dataset, tmp_p
     full, split = tmp_path / "full", tmp_path / "split"
     train(tiny_config(tiny_dataset), full, progress=False)
     train(tiny_config(tiny_dataset), split, progress=False, stop_after_epoch=1)
-    assert load_checkpoint(split / "last.pt")["epoch"] == 1
+    first = load_checkpoint(split / "last.pt")
+    assert first["epoch"] == 1 and first["elapsed_s"] > 0
     train(tiny_config(tiny_dataset), split, resume=True, progress=False)
+    # The time of the first part counts: elapsed_s goes on from the checkpoint instead of restarting at 0.
+    later = [r["elapsed_s"] for r in read_log(split) if r["type"] == "val"]
+    assert later[0] <= first["elapsed_s"] < later[1] < later[2]
     a, b = train_losses(full), train_losses(split)
     assert len(a) == 12  # 8 images / batch 2 = 4 steps x 3 epochs
     assert a == b  # bit-for-bit: same order, same augmentation, same optimizer and scheduler state

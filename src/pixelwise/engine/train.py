@@ -202,6 +202,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps completed
         self.best_miou = -1.0
+        self.elapsed_before = 0.0  # seconds of training done before this process (by the runs it resumes)
+        self._start = time.time()
         self.last_metrics: dict[str, Any] | None = None
         if resume:
             self._resume()
@@ -250,6 +252,7 @@ class Trainer:
             "step": self.step,
             "metrics": metrics,
             "best_miou": self.best_miou,
+            "elapsed_s": self.elapsed(),
         }
 
     def _resume(self) -> None:
@@ -278,6 +281,7 @@ class Trainer:
         set_rng_state(state["rng_state"])
         self.epoch, self.step, self.best_miou = state["epoch"], state["step"], state["best_miou"]
         self.last_metrics = state["metrics"]
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if self.world.is_main:
             self._truncate_log()
 
@@ -298,6 +302,10 @@ class Trainer:
             return
         with open(self.out_dir / LOG_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def elapsed(self) -> float:
+        """Seconds of training (validation included) up to now, summed over every run this one resumes."""
+        return self.elapsed_before + time.time() - self._start
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _forward_backward(self, micro_batches: list) -> float:
@@ -337,7 +345,7 @@ class Trainer:
 
         Returns the last validation metrics (the dict of :meth:`SegmentationMetrics.compute`)."""
         cfg = self.cfg
-        start = time.time()
+        self._start = time.time()
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             self.model.train()
@@ -384,7 +392,7 @@ class Trainer:
                 self.last_metrics = metrics
                 self._log(
                     {"type": "val", "epoch": self.epoch, "step": self.step, "train_loss": loss_sum / max(seen, 1),
-                     "elapsed_s": round(time.time() - start, 2), **_scalars(metrics), "IoU": metrics["IoU"]}
+                     "elapsed_s": round(self.elapsed(), 2), **_scalars(metrics), "IoU": metrics["IoU"]}
                 )
                 if self.progress:
                     tqdm.write(
