@@ -115,6 +115,10 @@ def test_lr_follows_poly_schedule_in_the_log(tiny_dataset, tmp_path):
     train(tiny_config(tiny_dataset, epochs=None, steps=6, lr=0.1), run, progress=False)
     lrs = [r["lr"] for r in read_log(run) if r["type"] == "train"]
     assert lrs == pytest.approx([0.1 * (1 - s / 6) ** 0.9 for s in range(6)])
+    # Each step's time and the part of it spent waiting for data, for finding a starving loader.
+    for r in read_log(run):
+        if r["type"] == "train":
+            assert 0 <= r["data_s"] <= r["step_s"] and r["step_s"] > 0
 
 
 def test_training_lowers_the_loss_on_synthetic_data(tiny_dataset, tmp_path):

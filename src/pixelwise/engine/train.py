@@ -91,7 +91,8 @@ class Trainer:
     """Builds everything a run needs from a :class:`TrainConfig` and an output folder, then :meth:`fit`.
 
     Files in ``out_dir``: ``config.yaml`` (the resolved config), ``log.jsonl`` (one ``{"type": "train"}`` line per
-    ``log_every`` steps with loss and lr; one ``{"type": "val"}`` line per validation with every metric),
+    ``log_every`` steps with loss, lr, ``data_s`` (seconds spent waiting for the loader) and ``step_s`` (the step's
+    seconds, waiting included); one ``{"type": "val"}`` line per validation with every metric),
     ``last.pt`` (after every epoch) and ``best.pt`` (best validation mIoU).
 
     Under ``torchrun`` (see :mod:`pixelwise.engine.distributed`) every process trains on its shard of each global
@@ -357,7 +358,10 @@ class Trainer:
             loss_sum, seen = 0.0, 0
             batches = iter(self.train_loader)
             for _ in range(n_steps):
-                value = self._forward_backward([next(batches) for _ in range(cfg.grad_accum_steps)])
+                t0 = time.perf_counter()
+                micro_batches = [next(batches) for _ in range(cfg.grad_accum_steps)]
+                data_s = time.perf_counter() - t0  # waiting for the loader: > 0 when it cannot keep up
+                value = self._forward_backward(micro_batches)
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"loss is {value} at step {self.step + 1}: lower the learning rate (now "
@@ -377,6 +381,8 @@ class Trainer:
                 loss_sum += value
                 seen += 1
                 if self.step % cfg.log_every == 0:
+                    # float(loss) above has waited for the device, so step_s is the step's real time.
+                    record.update(data_s=round(data_s, 5), step_s=round(time.perf_counter() - t0, 5))
                     self._log({"type": "train", "epoch": self.epoch + 1, "step": self.step, "loss": value, "lr": lr,
                                **record})
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
