@@ -20,7 +20,7 @@ from pixelwise.errors import PixelwiseError
 def _train(args: argparse.Namespace) -> int:
     from pixelwise.engine import distributed
     from pixelwise.engine.config import TrainConfig, apply_overrides, load_yaml
-    from pixelwise.engine.train import Trainer
+    from pixelwise.engine.train import Trainer, TrainingInterrupted
     from pixelwise.metrics import format_table
 
     values = load_yaml(args.config) if args.config else {}
@@ -58,6 +58,10 @@ def _train(args: argparse.Namespace) -> int:
         )
     try:
         metrics = trainer.fit()
+    except TrainingInterrupted as stop:
+        if main:
+            print(f"\n{stop}", flush=True)
+        return 128 + stop.signum  # the shell's code for "ended by this signal", which schedulers read
     finally:
         distributed.teardown(trainer.world)
     if not main:

@@ -146,12 +146,18 @@ class EpochSampler(Sampler):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from this rank's position ``start`` on (a run resumed mid-epoch skips the
+        samples it has trained on; the permutation and the seeds of the rest are unchanged)."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
         self.epoch = epoch
+        self.start = start
 
     def __len__(self) -> int:
-        return self.num_samples // self.num_replicas
+        return max(0, self.num_samples // self.num_replicas - self.start)
 
     def __iter__(self):
         ss = np.random.SeedSequence([self.seed, self.epoch])
@@ -162,5 +168,5 @@ class EpochSampler(Sampler):
         else:
             order = list(range(self.num_samples))
         seeds = sample_seeds.generate_state(self.num_samples, dtype=np.uint32).tolist()
-        used = len(self) * self.num_replicas
-        return iter(list(zip(order, seeds))[self.rank:used:self.num_replicas])
+        used = self.num_samples // self.num_replicas * self.num_replicas
+        return iter(list(zip(order, seeds))[self.rank:used:self.num_replicas][self.start:])

@@ -5,13 +5,17 @@ The poly schedule, ``lr = base_lr * (1 - step / total_steps) ** power``, is Deep
 and the default of the segmentation references since. Determinism: the model's initialisation follows ``seed``;
 the order of samples and each sample's augmentation are pure functions of (seed, epoch, position)
 (:class:`~pixelwise.data.EpochSampler`), so a run stopped after epoch k and resumed logs the same losses, step for
-step, as a run that never stopped (on the same device and thread count).
+step, as a run that never stopped (on the same device and thread count). SIGINT (Ctrl-C) or SIGTERM (a scheduler's
+pre-emption) finishes the current step, writes ``last.pt`` at that step and raises :class:`TrainingInterrupted`;
+``--resume`` then continues mid-epoch, with the same losses as a run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -44,7 +48,7 @@ from pixelwise.engine.checkpoint import (
 from pixelwise.engine import distributed
 from pixelwise.engine.config import TrainConfig
 from pixelwise.engine.inference import evaluate, resolve_device
-from pixelwise.errors import CheckpointError, ConfigError
+from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.losses import build_loss, median_frequency_weights
 from pixelwise.models import build_model
 
@@ -78,6 +82,7 @@ def _loader(dataset, batch_size, sampler, cfg: TrainConfig, device: torch.device
         collate_fn=partial(pad_collate, ignore_index=cfg.ignore_index),
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
+        worker_init_fn=_worker_ignores_stop_signals if cfg.num_workers > 0 else None,
     )
     if shuffle:
         return DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=True), **kwargs)
@@ -85,6 +90,28 @@ def _loader(dataset, batch_size, sampler, cfg: TrainConfig, device: torch.device
 
 
 _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(PixelwiseError):
+    """SIGINT or SIGTERM stopped training; ``last.pt`` holds the run up to ``step`` and ``--resume`` continues it.
+
+    Attributes: ``signum`` (the signal's number), ``step`` (optimizer steps completed), ``checkpoint`` (its path).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(
+            f"{signal.Signals(signum).name} received: stopped after step {step}, {checkpoint} written; continue with "
+            f"--resume"
+        )
+
+
+def _worker_ignores_stop_signals(_: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the main process, which stops after the current step (a Ctrl-C
+    reaches every process of the terminal's group; a worker that died of it would fail the step)."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Trainer:
@@ -206,6 +233,8 @@ class Trainer:
         self.elapsed_before = 0.0  # seconds of training done before this process (by the runs it resumes)
         self._start = time.time()
         self.last_metrics: dict[str, Any] | None = None
+        self._epoch_loss: tuple[float, int] = (0.0, 0)  # of a checkpoint written mid-epoch
+        self._stop_signal: int | None = None
         if resume:
             self._resume()
         elif self.world.is_main:
@@ -230,7 +259,9 @@ class Trainer:
         (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def state(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    def state(self, metrics: dict[str, Any] | None, epoch_loss: tuple[float, int] = (0.0, 0)) -> dict[str, Any]:
+        """Everything ``--resume`` needs; ``epoch_loss`` is (sum, steps) of the train losses of the epoch under way
+        (a checkpoint written mid-epoch), so the resumed epoch's mean train loss counts every step."""
         return {
             "model": self.cfg.model,
             "model_kwargs": dict(self.cfg.model_kwargs),
@@ -254,6 +285,7 @@ class Trainer:
             "metrics": metrics,
             "best_miou": self.best_miou,
             "elapsed_s": self.elapsed(),
+            "epoch_loss": list(epoch_loss),
         }
 
     def _resume(self) -> None:
@@ -283,6 +315,7 @@ class Trainer:
         self.epoch, self.step, self.best_miou = state["epoch"], state["step"], state["best_miou"]
         self.last_metrics = state["metrics"]
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self._epoch_loss = tuple(state.get("epoch_loss", (0.0, 0)))
         if self.world.is_main:
             self._truncate_log()
 
@@ -344,18 +377,54 @@ class Trainer:
         """Train until ``total_steps``; validate every ``val_every`` epochs and at the end. ``stop_after_epoch``
         stops early (as an interrupted run would) after that many epochs; ``resume=True`` continues it.
 
-        Returns the last validation metrics (the dict of :meth:`SegmentationMetrics.compute`)."""
+        Returns the last validation metrics (the dict of :meth:`SegmentationMetrics.compute`).
+
+        Raises:
+            TrainingInterrupted: SIGINT or SIGTERM arrived; ``last.pt`` was written after the step under way.
+            FloatingPointError: the loss became NaN or infinite; ``last.pt`` (if any) is the last good state.
+        """
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for sig in _STOP_SIGNALS:
+                handlers[sig] = signal.signal(sig, self._on_stop_signal)
+        try:
+            return self._fit(stop_after_epoch)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _on_stop_signal(self, signum: int, frame) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        self._stop_signal = signum
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal arrived, agreed by every process (they must stop at the same step)."""
+        if not self.world.distributed:
+            return self._stop_signal is not None
+        return bool(distributed.all_reduce_sum(torch.tensor(float(self._stop_signal or 0)), self.world) > 0)
+
+    def _interrupt(self, epoch_loss: tuple[float, int]) -> None:
+        path = self.out_dir / "last.pt"
+        if self.world.is_main:
+            save_checkpoint(self.state(self.last_metrics, epoch_loss), path)
+        raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, self.step, path)
+
+    def _fit(self, stop_after_epoch: int | None) -> dict[str, Any] | None:
         cfg = self.cfg
         self._start = time.time()
         while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch)
+            # A run resumed from a checkpoint written mid-epoch (a stop signal) skips what it already trained on.
+            done = max(0, self.step - self.epoch * self.steps_per_epoch)
+            self.sampler.set_epoch(self.epoch, start=done * cfg.grad_accum_steps * cfg.batch_size)
             self.model.train()
-            n_steps = min(self.steps_per_epoch, self.total_steps - self.step)
+            n_steps = min(self.steps_per_epoch - done, self.total_steps - self.step)
             bar = tqdm(
                 total=n_steps, desc=f"epoch {self.epoch + 1}/{self.num_epochs}", disable=not self.progress,
                 dynamic_ncols=True,
             )
-            loss_sum, seen = 0.0, 0
+            loss_sum, seen = self._epoch_loss if done else (0.0, 0)
+            self._epoch_loss = (0.0, 0)
             batches = iter(self.train_loader)
             for _ in range(n_steps):
                 t0 = time.perf_counter()
@@ -363,9 +432,12 @@ class Trainer:
                 data_s = time.perf_counter() - t0  # waiting for the loader: > 0 when it cannot keep up
                 value = self._forward_backward(micro_batches)
                 if not math.isfinite(value):
+                    last = self.out_dir / "last.pt"
+                    kept = (f"{last} holds the last good state; continue from it with --resume" if last.is_file()
+                            else "no checkpoint was written yet (the first comes at the end of epoch 1)")
                     raise FloatingPointError(
                         f"loss is {value} at step {self.step + 1}: lower the learning rate (now "
-                        f"{self.scheduler.get_last_lr()[0]:.3g}); {self.out_dir / 'last.pt'} holds the last good state"
+                        f"{self.scheduler.get_last_lr()[0]:.3g}) or clip gradients (clip_grad_norm); {kept}"
                     )
                 record: dict[str, Any] = {}
                 if cfg.clip_grad_norm is not None:
@@ -387,6 +459,9 @@ class Trainer:
                                **record})
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
+                if self._stop_requested() and self.step < self.total_steps:
+                    bar.close()
+                    self._interrupt((loss_sum, seen))
             bar.close()
             self.epoch += 1
             metrics = None
@@ -413,6 +488,8 @@ class Trainer:
                 save_checkpoint(self.state(metrics), self.out_dir / "last.pt")
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                 break
+            if self._stop_requested() and self.step < self.total_steps:  # arrived during validation
+                raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, self.step, self.out_dir / "last.pt")
         return self.last_metrics
 
 

@@ -1,0 +1,146 @@
+"""Accuracy at equal budget: ours against segmentation_models_pytorch's U-Net and torchvision's DeepLabV3, each
+trained by the same pixelwise training loop on CamVid with the same data, augmentation, steps and schedule.
+
+    python benchmarks/equal_budget.py                 # train what is missing (runs resume), evaluate, write the table
+    python benchmarks/equal_budget.py --pairs unet    # one pair
+    python benchmarks/equal_budget.py --no-train      # tabulate the runs that exist
+
+The peers are registered as pixelwise models inside this process only (``peer_smp_unet``,
+``peer_torchvision_deeplabv3``), so both sides of a pair see the identical pipeline: the budget of
+benchmarks/models_table.py (CamVid train at 160x120, scale jitter 0.75-1.5, flips, colour jitter, batch 8, 300
+AdamW steps at lr 1e-3 under poly decay, seed 0, cross-entropy with void ignored), from a random initialisation on
+both sides (no ImageNet weights for ResNets exist on this machine). Scored on CamVid test (233 images, the 480x360
+labels). Ours is configured as the peer's architecture, as in benchmarks/train_throughput.py; parameter counts are
+printed so a difference in the network would show. One seed per side: differences of a point or two are within
+seed-to-seed spread and are not a ranking.
+
+Runs live in runs/equal_budget/<row>/. Writes benchmarks/results/equal_budget.md and the README section between the
+equal_budget markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _publish import publish  # noqa: E402
+from _timing import machine  # noqa: E402
+from models_table import BUDGET, DATA  # noqa: E402
+from train_throughput import ROWS as TWINS  # noqa: E402
+from train_throughput import _Out  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from pixelwise.data import build_dataset, eval_transforms, pad_collate  # noqa: E402
+from pixelwise.engine.config import TrainConfig  # noqa: E402
+from pixelwise.engine.inference import evaluate, model_from_checkpoint  # noqa: E402
+from pixelwise.engine.train import train  # noqa: E402
+from pixelwise.models import count_parameters, register_model  # noqa: E402
+
+
+@register_model("peer_smp_unet", paper="segmentation_models_pytorch Unet (benchmark peer, not part of pixelwise)")
+def peer_smp_unet(num_classes: int, in_channels: int = 3, encoder: str = "resnet34"):
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes)
+
+
+@register_model("peer_torchvision_deeplabv3",
+                paper="torchvision deeplabv3_resnet50 (benchmark peer, not part of pixelwise)")
+def peer_torchvision_deeplabv3(num_classes: int, in_channels: int = 3):
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    if in_channels != 3:
+        raise ValueError("torchvision's deeplabv3_resnet50 takes 3-channel images")
+    return _Out(deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False))
+
+
+# pair -> (label, [(row name, side, model, options)])
+PAIRS = {
+    "unet": ("U-Net, ResNet-34", [
+        ("unet_resnet34_ours", "pixelwise", *TWINS["U-Net, ResNet-34"][0]),
+        ("unet_resnet34_smp", "SMP Unet", "peer_smp_unet", {}),
+    ]),
+    "deeplabv3": ("DeepLabV3, ResNet-50 (output stride 8)", [
+        ("deeplabv3_resnet50_ours", "pixelwise", *TWINS["DeepLabV3, ResNet-50"][0]),
+        ("deeplabv3_resnet50_torchvision", "torchvision deeplabv3_resnet50", "peer_torchvision_deeplabv3", {}),
+    ]),
+}
+
+
+def run_dir(name: str) -> Path:
+    return ROOT / "runs" / "equal_budget" / name
+
+
+def finished(out: Path) -> bool:
+    log = out / "log.jsonl"
+    return (out / "last.pt").is_file() and log.is_file() and any(
+        json.loads(line).get("type") == "val" for line in log.read_text().splitlines())
+
+
+def train_and_test(name: str, model: str, options: dict, allow_train: bool) -> dict | None:
+    out = run_dir(name)
+    if not finished(out):
+        if not allow_train:
+            return None
+        cfg = TrainConfig.from_dict({**BUDGET, "data": str(ROOT / DATA), "model": model, "model_kwargs": options})
+        print(f"training {name} ({model} {options})", flush=True)
+        train(cfg, out, resume=(out / "last.pt").is_file(), progress=False)
+    result = out / "eval_test.json"
+    if not result.is_file():
+        net, state = model_from_checkpoint(out / "last.pt")
+        ds = build_dataset(str(ROOT / DATA), "test", transforms=eval_transforms(state["mean"], state["std"]),
+                           require_masks=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=8,
+                                             collate_fn=partial(pad_collate, ignore_index=state["ignore_index"]))
+        with torch.inference_mode():
+            metrics = evaluate(net, loader, state["num_classes"], state["ignore_index"], state["input_scale"],
+                               torch.device("cpu"), progress=False)
+        result.write_text(json.dumps({"mIoU": float(metrics["mIoU"]),
+                                      "pixel_accuracy": float(metrics["pixel_accuracy"]),
+                                      "params": count_parameters(net)}))
+    metrics = json.loads(result.read_text())
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    metrics["minutes"] = max(r.get("elapsed_s", 0.0) for r in log) / 60
+    metrics["val_mIoU"] = [r["mIoU"] for r in log if r["type"] == "val"][-1]
+    return metrics
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    ap.add_argument("--no-train", action="store_true", help="tabulate existing runs only")
+    args = ap.parse_args()
+    lines = ["| architecture | trained | params M | test mIoU | test pixel accuracy | val mIoU | train min |",
+             "|---|---|---|---|---|---|---|"]
+    for key in PAIRS:
+        label, rows = PAIRS[key]
+        for name, side, model, options in rows:
+            r = train_and_test(name, model, options, allow_train=key in args.pairs and not args.no_train)
+            if r is None:
+                lines.append(f"| {label} | {side} | | not run yet | | | |")
+                continue
+            lines.append(f"| {label} | {side} | {r['params'] / 1e6:.2f} | **{100 * r['mIoU']:.1f} %** | "
+                         f"{100 * r['pixel_accuracy']:.1f} % | {100 * r['val_mIoU']:.1f} % | {r['minutes']:.1f} |")
+            print(lines[-1], flush=True)
+    text = (
+        "\n".join(lines) + "\n\n"
+        f"Budget, the same for both sides of a pair and for benchmarks/models_table.py: {BUDGET['steps']} AdamW "
+        f"steps of batch {BUDGET['batch_size']} on CamVid train at 160x120 (lr {BUDGET['lr']}, poly), seed "
+        f"{BUDGET['seed']}, random initialisation; mIoU on CamVid test (233 images, 480x360 labels). One seed per "
+        "side. Every model trained by pixelwise's loop. Minutes: the loop's wall time on a machine shared with other "
+        f"jobs. {machine()}.\n\nCommand: `python benchmarks/equal_budget.py`; data: CamVid (../shared/data/camvid).\n"
+    )
+    publish("equal_budget", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
