@@ -22,11 +22,14 @@ demo: venv
 	$(BIN)/pixelwise predict --checkpoint $(DEMO)/best.pt $(DEMO)/synthetic/images/test --out $(DEMO)/predictions --quiet
 	@$(BIN)/python -c "import json; m = json.load(open('$(DEMO)/test_metrics.json')); print(f\"demo: test mIoU {100 * m['mIoU']:.2f} %, pixel accuracy {100 * m['pixel_accuracy']:.2f} %; predictions in $(DEMO)/predictions\")"
 
+# Tests run in PYTEST_JOBS processes of one thread each (pytest-xdist): on 2 cores that beats one process of 2 threads,
+# since most tests are too small for intra-op threads to pay.
+PYTEST_JOBS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(PYTEST_JOBS) --dist worksteal
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(PYTEST_JOBS) --dist worksteal -m "not slow"
 
 # Inductor-compiles every model and compares with eager (minutes; `make test` checks graph capture only).
 test-compile: venv

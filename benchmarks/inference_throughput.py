@@ -10,12 +10,12 @@ eval mode. Every row times ours and the peer in turn (``repeats`` rounds, the or
 call each) and reports images/s and the ratio ours / peer (above 1: ours is faster).
 
 The roofline: before the rows, a square matrix product (2048 on the CPU, 8192 on CUDA) is timed at each precision
-with the same thread count; its GFLOP/s is the practical peak of this machine for dense work, and each row's
-achieved GFLOP/s (forward FLOPs counted by torch.utils.flop_counter, 2 per multiply-add, times images/s) is shown
-as a share of it. On CUDA the share of the device's nominal dense bf16 peak is shown too, where the device is one
-whose datasheet figure is listed below. A precision whose measured matmul rate is under a tenth of fp32's has no
-hardware support on this machine (bf16 on a CPU without AVX512-BF16 or AMX runs through a scalar fallback): its rows
-are skipped and the table says so, with the measured rate.
+with the same thread count (after a 256-wide probe); its GFLOP/s is the practical peak of this machine for dense
+work, and each row's achieved GFLOP/s (forward FLOPs counted by torch.utils.flop_counter, 2 per multiply-add, times
+images/s) is shown as a share of it. On CUDA the share of the device's nominal dense bf16 peak is shown too, where
+the device is one whose datasheet figure is listed below. A precision whose measured matmul rate is under a tenth of
+fp32's has no hardware support on this machine (bf16 on a CPU without AVX512-BF16 or AMX runs through a scalar
+fallback): its rows are skipped and the table says so, with the measured rate.
 
 Writes benchmarks/results/inference_throughput[_cuda].md and the README section between the matching markers.
 """
@@ -93,10 +93,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     n = 8192 if device.type == "cuda" else 2048
-    roof = {p: matmul_gflops(device, DTYPES[p], n) for p in dict.fromkeys(["fp32", *args.precisions])}
+    # A quick 256-wide probe first: a precision without a hardware path (bf16 on most CPUs) would take minutes at n.
+    probe = {p: matmul_gflops(device, DTYPES[p], 256, seconds=0.2) for p in dict.fromkeys(["fp32", *args.precisions])}
+    roof = {p: matmul_gflops(device, DTYPES[p], n) if probe[p] >= probe["fp32"] / 10 else probe[p] for p in probe}
     for p, v in roof.items():
         print(f"matmul {n}x{n} {p}: {v:.1f} GFLOP/s", flush=True)
-    usable = [p for p in args.precisions if roof[p] >= roof["fp32"] / 10]
+    usable = [p for p in args.precisions if probe[p] >= probe["fp32"] / 10]
     skipped = [p for p in args.precisions if p not in usable]
     peak = nominal_bf16(device)
 
@@ -127,10 +129,11 @@ def main() -> None:
                 del calls
         del models
 
-    roof_text = ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in roof.items())
+    roof_text = ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in roof.items() if p not in skipped)
     note = "".join(
-        f" {p} rows are skipped: its measured matmul rate ({roof[p]:.2f} GFLOP/s) is under a tenth of fp32's, so "
-        "this machine has no hardware path for it." for p in skipped)
+        f" {p} rows are skipped: its measured matmul rate ({probe[p]:.2f} GFLOP/s at 256x256, against fp32's "
+        f"{probe['fp32']:.1f}) is under a tenth of fp32's, so this machine has no hardware path for it."
+        for p in skipped)
     flags = (f" --device {device.type}" if device.type != "cpu" else "") + (
         f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "") + (
         f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "")
