@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
 from _timing import machine  # noqa: E402
 from models_table import BUDGET, DATA  # noqa: E402
+from models_table import _finished as finished  # noqa: E402
 from train_throughput import ROWS as TWINS  # noqa: E402
 from train_throughput import _Out  # noqa: E402
 
@@ -76,12 +77,6 @@ PAIRS = {
 
 def run_dir(name: str) -> Path:
     return ROOT / "runs" / "equal_budget" / name
-
-
-def finished(out: Path) -> bool:
-    log = out / "log.jsonl"
-    return (out / "last.pt").is_file() and log.is_file() and any(
-        json.loads(line).get("type") == "val" for line in log.read_text().splitlines())
 
 
 def train_and_test(name: str, model: str, options: dict, allow_train: bool) -> dict | None:
