@@ -34,7 +34,8 @@ from _timing import interleaved, machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pixelwise.data import SegmentationFolder, folder  # noqa: E402
+from pixelwise.data import SegmentationFolder  # noqa: E402
+from pixelwise.data import io as data_io  # noqa: E402
 from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms  # noqa: E402
 from pixelwise.engine.config import TrainConfig, load_yaml  # noqa: E402
 from pixelwise.engine.train import train  # noqa: E402
@@ -47,13 +48,13 @@ class _Decoder:
 
     def __init__(self, use_torchvision: bool) -> None:
         self.use_torchvision = use_torchvision
-        self.saved = folder._TV_DECODE
+        self.saved = data_io._TV_DECODE
 
     def __enter__(self):
-        folder._TV_DECODE = self.saved if self.use_torchvision else None
+        data_io._TV_DECODE = self.saved if self.use_torchvision else None
 
     def __exit__(self, *exc):
-        folder._TV_DECODE = self.saved
+        data_io._TV_DECODE = self.saved
 
 
 def per_core(data: Path, n: int, repeats: int) -> list[str]:
@@ -66,11 +67,11 @@ def per_core(data: Path, n: int, repeats: int) -> list[str]:
 
     def images():
         for s in samples:
-            folder.read_image(s.image)
+            data_io.read_image(s.image)
 
     def masks():
         for s in samples:
-            folder._read_mask_array(s.mask)
+            data_io.read_mask_array(s.mask)
 
     def whole():
         for i in range(len(samples)):

@@ -601,63 +601,63 @@ def test_16_bit_grayscale_images_are_scaled_to_8_bits(tmp_path):
 
 # -- decoding: torchvision.io for the common files, Pillow for the rest ----------------------------------------------
 def test_torchvision_decoding_gives_pillows_pixels_on_camvid_val_and_isbi(camvid_dir, isbi_dir):
-    from pixelwise.data import folder
+    from pixelwise.data import io as data_io
 
     checked = {"jpeg": 0, "png": 0, "mask": 0}
     for root, split in ((camvid_dir, "val"), (isbi_dir, "train")):
         ds = SegmentationFolder(root, split)
         for s in ds.samples:
-            fast = folder.read_image(s.image, ds.in_channels)
-            slow = folder._read_image_pillow(s.image, ds.in_channels)
+            fast = data_io.read_image(s.image, ds.in_channels)
+            slow = data_io._read_image_pillow(s.image, ds.in_channels)
             assert fast.dtype == slow.dtype == torch.uint8 and torch.equal(fast, slow), s.image
             checked["jpeg" if s.image.suffix == ".jpg" else "png"] += 1
-            assert np.array_equal(folder._read_mask_array(s.mask), folder._read_mask_array_pillow(s.mask)), s.mask
+            assert np.array_equal(data_io.read_mask_array(s.mask), data_io._read_mask_array_pillow(s.mask)), s.mask
             checked["mask"] += 1
     # The comparison above only means something if the fast path was taken for these files.
-    assert folder._decode_fast(ds.samples[0].image, (0, 2)) is not None
+    assert data_io._decode_fast(ds.samples[0].image, (0, 2)) is not None
     assert checked["mask"] == 101 + len(ds)
     assert checked["jpeg"] > 0 and checked["png"] > 0
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "I;16"])
 def test_files_torchvision_does_not_take_go_through_pillow(tmp_path, mode):
-    from pixelwise.data import folder
+    from pixelwise.data import io as data_io
 
     rgb = _rgb(6, 7, 3)
     im = Image.fromarray(rgb)
     im = im.convert(mode) if mode != "I;16" else Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
     path = tmp_path / "a.png"
     im.save(path)
-    assert folder._decode_fast(path, (0, 2)) is None
+    assert data_io._decode_fast(path, (0, 2)) is None
     channels = 1 if mode in ("LA", "I;16") else 3
-    assert torch.equal(folder.read_image(path, channels), folder._read_image_pillow(path, channels))
+    assert torch.equal(data_io.read_image(path, channels), data_io._read_image_pillow(path, channels))
 
 
 def test_palette_mask_is_read_as_indices_not_colours(tmp_path):
-    from pixelwise.data import folder
+    from pixelwise.data import io as data_io
 
     ids = np.array([[0, 1, 2], [2, 1, 255]], np.uint8)
     im = Image.fromarray(ids, mode="P")
     im.putpalette([v for i in range(256) for v in (i * 7 % 256, 200, 10)])
     im.save(tmp_path / "m.png")
-    assert folder._decode_fast(tmp_path / "m.png", (0,)) is None
-    assert np.array_equal(folder._read_mask_array(tmp_path / "m.png"), ids)
+    assert data_io._decode_fast(tmp_path / "m.png", (0,)) is None
+    assert np.array_equal(data_io.read_mask_array(tmp_path / "m.png"), ids)
 
 
 def test_gray_model_on_rgb_jpeg_converts_like_pillow(tmp_path):
-    from pixelwise.data import folder
+    from pixelwise.data import io as data_io
 
     path = tmp_path / "a.jpg"
     Image.fromarray(_rgb(16, 16, 1)).save(path, quality=95)
-    gray = folder.read_image(path, 1)  # torchvision decodes 3 channels, so this falls back to Pillow's L conversion
-    assert gray.shape == (1, 16, 16) and torch.equal(gray, folder._read_image_pillow(path, 1))
+    gray = data_io.read_image(path, 1)  # torchvision decodes 3 channels, so this falls back to Pillow's L conversion
+    assert gray.shape == (1, 16, 16) and torch.equal(gray, data_io._read_image_pillow(path, 1))
 
 
 def test_truncated_jpeg_is_named_even_though_torchvision_reads_it_first(tmp_path):
-    from pixelwise.data import folder
+    from pixelwise.data import io as data_io
 
     path = tmp_path / "cut.jpg"
     Image.fromarray(_rgb(64, 64, 2)).save(path, quality=90)
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DatasetError, match=re.escape(str(path))):
-        folder.read_image(path)
+        data_io.read_image(path)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelwise.data.folder import read_image, read_mask
+from pixelwise.data.io import read_image, read_mask
 from pixelwise.models import build_model, list_models
 
 from _model_options import LIGHT

@@ -145,20 +145,43 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_options(args: argparse.Namespace) -> dict:
+    """Dataset reader options from --binary-threshold, --colour-map and --data-option KEY=VALUE."""
+    from pixelwise.engine.config import apply_overrides
+
+    options = apply_overrides({}, getattr(args, "data_option", None) or [])
+    if getattr(args, "binary_threshold", None) is not None:
+        options["binary_threshold"] = args.binary_threshold
+    if getattr(args, "colour_map", None) is not None:
+        options["colour_map"] = args.colour_map
+    return options
+
+
+def _dataset_splits(root: Path, fmt: str) -> list[str]:
+    if fmt != "folder":
+        return ["train", "val"]
+    images = root / "images"
+    return sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+
+
 def _datasets(args: argparse.Namespace) -> int:
-    from pixelwise.data import BUILTIN_DATASETS, SegmentationFolder
+    from pixelwise.data import BUILTIN_DATASETS, build_dataset, parse_data_spec
+    from pixelwise.errors import DatasetError
 
     if args.action == "write-synthetic":
         return _write_synthetic(args)
+    if args.action == "download":
+        return _download(args)
+    if args.action == "check":
+        return _check(args)
     if args.path:
-        root = Path(args.path)
-        splits = sorted(p.name for p in (root / "images").iterdir() if p.is_dir()) if (root / "images").is_dir() else []
+        fmt, root = parse_data_spec(args.path)
+        splits = _dataset_splits(root, fmt)
         if not splits:
-            from pixelwise.errors import DatasetError
-
             raise DatasetError(f"{root} has no images/<split>/ folders")
+        print(f"{root}: format {fmt!r}")
         for split in splits:
-            ds = SegmentationFolder(root, split)
+            ds = build_dataset(args.path, split, strict=False, **_data_options(args))
             print(f"{split}: {len(ds)} images, {'with' if ds.has_masks else 'WITHOUT'} masks, "
                   f"{ds.in_channels} channel(s)")
         print(f"classes ({len(ds.classes)}): {', '.join(ds.classes)}")
@@ -168,12 +191,51 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"  {name}: {desc}")
     print("folder layout (pass the folder to --data): images/<split>/<id>.jpg|png, masks/<split>/<id>.png "
           "(uint8 class ids, 255 = void), classes.txt, optional <split>.txt and palette.txt")
+    print("official layouts, detected (or prefix the path with voc:, cityscapes:, ade20k:): PASCAL VOC 2012 "
+          "(+ SBD: split train_aug), Cityscapes (gtFine, 19 trainIds), ADE20K SceneParsing (150 classes); "
+          "`pixelwise datasets download voc2012|sbd|ade20k --root DIR` fetches the public ones")
     shared = Path(os.environ.get("PIXELWISE_SHARED", Path.cwd().parent / "shared")) / "data"
     if shared.is_dir():
         print(f"folders found in {shared.resolve()}:")
         for d in sorted(shared.iterdir()):
             if (d / "classes.txt").is_file():
                 print(f"  {d.resolve()}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Scan every split (or --split) and print the reports; exit status 1 when any problem was found."""
+    from pixelwise.data import build_dataset, parse_data_spec
+    from pixelwise.data.check import scan
+    from pixelwise.errors import DatasetError
+
+    if not args.path:
+        raise DatasetError("pixelwise datasets check needs a dataset folder: pixelwise datasets check DIR")
+    fmt, root = parse_data_spec(args.path)
+    splits = args.split or _dataset_splits(root, fmt)
+    if not splits:
+        raise DatasetError(f"{root} has no images/<split>/ folders to check")
+    problems = 0
+    for split in splits:
+        ds = build_dataset(args.path, split, strict=False, **_data_options(args))
+        if not ds.has_masks:
+            print(f"{root}, split {split!r}: {len(ds)} images, no masks (nothing to check)\n")
+            continue
+        report = scan(ds, progress=not args.quiet)
+        problems += len(report.problems)
+        print(report.format() + "\n")
+    print(f"{problems} problem(s) found" if problems else "no problems found")
+    return 1 if problems else 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from pixelwise.data.download import download_dataset
+    from pixelwise.errors import DatasetError
+
+    if not args.path:
+        raise DatasetError("name the dataset: pixelwise datasets download voc2012|sbd|ade20k --root DIR")
+    folder = download_dataset(args.path, args.root, progress=not args.quiet, base_url=args.base_url)
+    print(f"{args.path} is in {folder}")
     return 0
 
 
@@ -233,9 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"), help="input size for GFLOPs")
     m.set_defaults(func=_models)
 
-    d = sub.add_parser("datasets", help="list datasets; describe a folder; write the synthetic one to disk")
-    d.add_argument("action", nargs="?", choices=["info", "write-synthetic"], default="info")
-    d.add_argument("path", nargs="?", help="info: a dataset folder to describe; write-synthetic: where to write")
+    d = sub.add_parser("datasets", help="list datasets; describe or check a folder; download; write the synthetic one")
+    d.add_argument("action", nargs="?", choices=["info", "check", "download", "write-synthetic"], default="info")
+    d.add_argument("path", nargs="?", help="info, check: a dataset folder; download: voc2012, sbd or ade20k; "
+                   "write-synthetic: where to write")
+    d.add_argument("--split", nargs="+", help="check: the splits to scan (default: every split)")
+    d.add_argument("--binary-threshold", type=int, help="read 0/255 (or JPEG) binary masks: value >= T is class 1")
+    d.add_argument("--colour-map", help="read RGB colour masks with this file: one 'R G B' line per class id")
+    d.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="other reader options, e.g. sbd_root=DIR")
+    d.add_argument("--root", default="data", help="download: the folder to download and unpack into")
+    d.add_argument("--base-url", help="download: a mirror that serves the archives under their file names")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     d.add_argument("--num-images", type=int, help="write-synthetic: images per split (default: the split's size)")
     d.add_argument("--seed", type=int, default=0)

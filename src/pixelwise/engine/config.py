@@ -16,6 +16,10 @@ from pixelwise.errors import ConfigError
 class TrainConfig:
     """Everything a training run depends on. Lengths are in pixels, ``lr`` per step, times in seconds.
 
+    ``data`` is ``"synthetic"`` or a dataset folder, its format (folder layout, VOC, Cityscapes, ADE20K) detected or
+    named by a prefix (``"voc:/data/VOCdevkit"``); ``data_kwargs`` are options of that format's reader
+    (``binary_threshold``, ``colour_map``, ``sbd_root``, ``reduce_zero_label``: :func:`pixelwise.data.build_dataset`).
+
     ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
     resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.
     Exactly one of ``epochs`` and ``steps`` sets the run's length, counted in optimizer steps; the poly schedule
@@ -30,6 +34,7 @@ class TrainConfig:
     """
 
     data: str = "synthetic"
+    data_kwargs: dict = field(default_factory=dict)
     model: str = "unet"
     model_kwargs: dict = field(default_factory=dict)
     train_split: str = "train"
@@ -115,6 +120,9 @@ class TrainConfig:
                               f"got {self.loss!r}")
         if not isinstance(self.loss_kwargs, dict):
             raise ConfigError(f"loss_kwargs must be a mapping, got {self.loss_kwargs!r}")
+        if not isinstance(self.data_kwargs, dict):
+            raise ConfigError(f"data_kwargs must be a mapping, e.g. {{binary_threshold: 128}}, "
+                              f"got {self.data_kwargs!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pixelwise.data.folder import IMAGE_EXTENSIONS, read_image
+from pixelwise.data.io import IMAGE_EXTENSIONS, read_image
 from pixelwise.data.transforms import eval_transforms
 from pixelwise.engine.inference import infer_logits, model_from_checkpoint, resolve_device
 from pixelwise.errors import ConfigError

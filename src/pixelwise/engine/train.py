@@ -143,7 +143,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         raw_train = build_dataset(
-            cfg.data, cfg.train_split, require_masks=True, seed=cfg.seed, ignore_index=cfg.ignore_index
+            cfg.data, cfg.train_split, require_masks=True, seed=cfg.seed, ignore_index=cfg.ignore_index,
+            **cfg.data_kwargs,
         )
         self.classes = list(raw_train.classes)
         self.palette = [list(c) for c in raw_train.palette]
@@ -180,7 +181,7 @@ class Trainer:
         self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, self.device, shuffle=True)
         self.val_set = build_dataset(
             cfg.data, cfg.val_split, transforms=eval_transforms(self.mean, self.std), require_masks=True,
-            seed=cfg.seed, ignore_index=cfg.ignore_index,
+            seed=cfg.seed, ignore_index=cfg.ignore_index, **cfg.data_kwargs,
         )
         check_classes({"classes": self.val_set.classes}, self.classes, f"{cfg.data} ({cfg.val_split})", "train split")
         self.val_loader = _loader(

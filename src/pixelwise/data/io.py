@@ -1,0 +1,302 @@
+"""Reading images and class-id masks from disk, with errors that name the file.
+
+Images decode to ``tv_tensors.Image`` uint8 (C, H, W), masks to uint8 (H, W) class ids (255 = void). JPEGs and
+8-bit grayscale/RGB PNGs go through ``torchvision.io`` (libjpeg-turbo / libpng, about 2.4x Pillow's JPEG speed per
+core: ``python benchmarks/data_pipeline.py``); every other file (palette, 16-bit, RGBA, CMYK, TIFF, BMP, corrupt)
+goes through Pillow, which gives the same pixels.
+
+Hostile files: a truncated, corrupt, zero-byte or non-image file raises :class:`DatasetError` naming it; an image
+of more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit, 2 x 89.5 M by default)
+is refused before it is decoded, by either decoder. JPEGs with an EXIF orientation tag are turned upright as a
+viewer (and an annotation tool) shows them, unless ``exif=False``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision import io as tvio
+from torchvision import tv_tensors
+
+from pixelwise.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+#: Pillow modes read as one-channel images.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+EXIF_ORIENTATION = 0x0112
+_PILLOW_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+BINARY_MASK_HINT = (
+    "they look like 0/255 binary images, not class ids. Class ids must be 0..{last} with 255 = void: "
+    "read them with binary_threshold=128 (`--binary-threshold 128`; training: "
+    "`--set data_kwargs.binary_threshold=128`), or convert the files with `mask // 255` (0 -> 0, 255 -> 1)."
+)
+
+
+class DataProblem(DatasetError):
+    """A mask that cannot be used as it is; ``kind`` names the problem for :mod:`pixelwise.data.check`'s report
+    (``"colour_mask"``, ``"bad_values"``, ``"binary_mask"``, ``"jpeg_mask"``, ``"undefined_values"``,
+    ``"unreadable"``), ``values`` holds the offending mask values or colours."""
+
+    def __init__(self, message: str, kind: str, values=()) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.values = list(values)
+
+
+def unreadable(path: Path, error: Exception, what: str = "image") -> DataProblem:
+    if isinstance(error, Image.DecompressionBombError):
+        return DataProblem(
+            f"{what} {path} is refused as a possible decompression bomb ({error}). If you trust the file, raise "
+            "the limit: `PIL.Image.MAX_IMAGE_PIXELS = None` (or a larger pixel count) before loading", "unreadable"
+        )
+    return DataProblem(f"cannot read {what} {path} ({error}): replace or remove the file", "unreadable")
+
+
+def bad_values_error(path: Path, counts: np.ndarray, num_classes: int, ignore_index: int) -> DataProblem | None:
+    """The error for a mask whose value histogram ``counts`` (256,) holds ids >= num_classes other than
+    ignore_index, or None. A mask of only 0 and 255 gets the 0/255 binary-image hint; a JPEG mask the lossy-file
+    hint."""
+    bad = np.flatnonzero(counts[num_classes:]) + num_classes
+    bad = [int(v) for v in bad if v != ignore_index]
+    if not bad:
+        return None
+    if bad == [255] and counts[0] + counts[255] == counts.sum():
+        return DataProblem(
+            f"mask {path} holds only 0 and 255: " + BINARY_MASK_HINT.format(last=num_classes - 1), "binary_mask", bad
+        )
+    shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        return DataProblem(
+            f"mask {path} is a JPEG and holds value(s) {shown} besides the class ids: lossy compression blurs the "
+            "edges between classes into in-between values. Save masks as PNG; a binary JPEG mask can be read with "
+            "binary_threshold=128 (`--binary-threshold 128`)", "jpeg_mask", bad
+        )
+    return DataProblem(
+        f"mask {path} holds value(s) {shown}, but the dataset has {num_classes} classes "
+        f"(ids 0..{num_classes - 1}, {ignore_index} = void). Fix the mask, or add the missing class names to "
+        "classes.txt.", "bad_values", bad
+    )
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _decode_fast(path: Path, png_color_types: tuple[int, ...], exif: bool = True) -> torch.Tensor | None:
+    """uint8 (C, H, W) straight from libjpeg-turbo / libpng through ``torchvision.io`` for the common files: any
+    JPEG, and 8-bit PNGs whose IHDR colour type is in ``png_color_types`` (0 grayscale, 2 RGB). None for anything
+    else or anything that fails to decode, so that Pillow handles it (and names the file in its error).
+
+    Same pixels as Pillow (the same libraries underneath; tests/test_data.py checks every CamVid image).
+
+    Raises:
+        DatasetError: the image is over Pillow's decompression-bomb limit (checked from the header, before
+            decoding: torchvision has no limit of its own).
+    """
+    if _TV_DECODE is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data[:3] == _JPEG_MAGIC:
+        decode = _TV_DECODE[0]
+        try:
+            with Image.open(io.BytesIO(data)):  # the header only: Pillow's own bomb check runs here
+                pass
+        except _PILLOW_ERRORS as e:
+            if isinstance(e, Image.DecompressionBombError):
+                raise unreadable(path, e) from e
+            return None
+    elif data[:8] == _PNG_MAGIC and len(data) > 25 and data[24] == 8 and data[25] in png_color_types:
+        decode = _TV_DECODE[1]
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and width * height > 2 * limit:
+            raise unreadable(path, Image.DecompressionBombError(
+                f"Image size ({width * height} pixels) exceeds limit of {2 * limit} pixels"))
+    else:
+        return None
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 announces that its decoders will move to TorchCodec; until they are gone (then
+            # _TV_DECODE is None and Pillow reads everything) they are the fastest decoders a user already has.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=exif)
+    except RuntimeError:  # truncated or corrupt: Pillow's path reports it, naming the file
+        return None
+
+
+_TV_DECODE = (getattr(tvio, "decode_jpeg", None), getattr(tvio, "decode_png", None))
+_TV_DECODE = None if None in _TV_DECODE else _TV_DECODE
+
+
+def read_image(path: Path, channels: int = 3, exif: bool = True) -> tv_tensors.Image:
+    """Decode an image file to uint8 (channels, H, W), converting the colour mode (grayscale, RGB, palette, RGBA,
+    CMYK) to ``channels`` = 1 (grayscale) or 3 (RGB). 16-bit images are scaled to 8 bits. ``exif=True`` applies
+    the file's EXIF orientation (a phone photo stored sideways comes out upright); ``exif=False`` returns the
+    stored pixel order.
+
+    Raises:
+        DatasetError: the file is missing, empty, truncated, not an image, or over the decompression-bomb limit
+            (names the file and the fix).
+    """
+    fast = _decode_fast(Path(path), (0, 2), exif)
+    if fast is not None and fast.shape[0] == channels:
+        return tv_tensors.Image(fast)
+    return _read_image_pillow(path, channels, exif)
+
+
+def _read_image_pillow(path: Path, channels: int, exif: bool = True) -> tv_tensors.Image:
+    try:
+        with Image.open(path) as im:
+            if exif:
+                im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                arr = np.clip(arr / (257.0 if arr.max() > 255 else 1.0), 0, 255).round().astype(np.uint8)
+                im8 = Image.fromarray(arr)
+            else:
+                im8 = im
+            arr = np.asarray(im8.convert("L" if channels == 1 else "RGB"))
+    except _PILLOW_ERRORS as e:
+        raise unreadable(path, e) from e
+    tensor = torch.from_numpy(arr.copy())
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    return tv_tensors.Image(tensor)
+
+
+def image_header(path: Path) -> tuple[str, tuple[int, int], int]:
+    """``(mode, (height, width), exif_orientation)`` of an image file, from its header (nothing is decoded). The
+    size is the stored one; orientations 5-8 swap height and width when applied.
+
+    Raises:
+        DatasetError: the file cannot be opened as an image (names it).
+    """
+    try:
+        with Image.open(path) as im:
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format in ("JPEG", "TIFF", "PNG") else 1
+            return im.mode, (im.size[1], im.size[0]), int(orientation or 1)
+    except _PILLOW_ERRORS as e:
+        raise unreadable(path, e) from e
+
+
+def read_mask_array(path: Path, colour_map: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
+    """The stored values of a mask file, uint8 (H, W): 8-bit grayscale PNGs through torchvision.io, everything
+    else (palette PNGs read as their indices, 16-bit, JPEG) through Pillow. With ``colour_map`` ``{(R, G, B):
+    class id}`` an RGB colour mask is turned into ids.
+
+    Raises:
+        DataProblem: unreadable file; an RGB mask without a colour map (kind ``"colour_mask"``, the colours found
+            in ``values``); a colour absent from the colour map; values above 255.
+    """
+    if colour_map is None:
+        fast = _decode_fast(Path(path), (0,), exif=False)  # 8-bit single-channel PNG: the usual mask
+        if fast is not None and fast.shape[0] == 1:
+            return fast[0].numpy()
+    return _read_mask_array_pillow(path, colour_map)
+
+
+def _read_mask_array_pillow(path: Path, colour_map: dict | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("RGB", "RGBA", "CMYK", "YCbCr") or (colour_map is not None and mode == "P"):
+                rgb = np.array(im.convert("RGB"))
+            else:
+                arr = np.array(im)
+                rgb = None
+    except _PILLOW_ERRORS as e:
+        raise unreadable(path, e, "mask") from e
+    if rgb is not None:
+        return _colours_to_ids(path, rgb, colour_map, mode)
+    if arr.ndim != 2:
+        raise DataProblem(f"mask {path} has shape {arr.shape}: masks must be single-channel (H, W) class ids",
+                          "unreadable")
+    if arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataProblem(
+                f"mask {path} is {arr.dtype} with values up to {arr.max()}: masks must be uint8 class ids (0..254, "
+                "255 = void)", "bad_values", [int(arr.max())]
+            )
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def _colours_to_ids(path: Path, rgb: np.ndarray, colour_map: dict | None, mode: str) -> np.ndarray:
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    found, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
+    colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in found.tolist()]
+    by_count = [colours[i] for i in np.argsort(-counts)]
+    if colour_map is None:
+        shown = ", ".join(" ".join(map(str, c)) for c in by_count[:6]) + (", ..." if len(by_count) > 6 else "")
+        raise DataProblem(
+            f"mask {path} is an {mode} colour image ({len(colours)} colours, most frequent: {shown}): masks must be "
+            "single-channel class ids (uint8 PNG, mode L or P). Read colour masks with a colour map: "
+            "`--colour-map FILE` (training: `--set data_kwargs.colour_map=FILE`), FILE holding one 'R G B' "
+            "line per class id and optionally a line 'void R G B'", "colour_mask", by_count
+        )
+    unknown = [c for c in by_count if c not in colour_map]
+    if unknown:
+        shown = ", ".join(" ".join(map(str, c)) for c in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
+        hint = (" (a JPEG colour mask: lossy compression invents colours; save masks as PNG)"
+                if Path(path).suffix.lower() in (".jpg", ".jpeg") else "")
+        raise DataProblem(
+            f"mask {path} holds {len(unknown)} colour(s) that the colour map does not list: {shown}{hint}. Add them "
+            "to the colour map file (one 'R G B' line per class id, 'void R G B' for void)", "colour_mask", unknown
+        )
+    lut = np.array([colour_map[c] for c in colours], dtype=np.uint8)
+    return lut[inverse].reshape(codes.shape)
+
+
+def read_colour_map(path: str | Path, ignore_index: int = 255) -> dict[tuple[int, int, int], int]:
+    """Read a colour map file: one ``R G B`` line per class id, in order, plus optional ``void R G B`` lines whose
+    colours become ``ignore_index``. Blank lines and ``#`` comments are skipped.
+
+    Raises:
+        DatasetError: missing file, a malformed line, or a colour listed twice (names the file and line).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read colour map {path} ({e}): write one 'R G B' line per class id") from e
+    mapping: dict[tuple[int, int, int], int] = {}
+    next_id = 0
+    for n, raw in enumerate(lines, start=1):
+        fields = raw.split("#", 1)[0].replace(",", " ").split()
+        if not fields:
+            continue
+        void = fields[0].lower() == "void"
+        values = fields[1:] if void else fields
+        if len(values) != 3 or not all(v.isdigit() and int(v) <= 255 for v in values):
+            raise DatasetError(f"{path}, line {n}: bad colour map line {raw.strip()!r}: expected 'R G B' (0..255) "
+                               "or 'void R G B'")
+        colour = (int(values[0]), int(values[1]), int(values[2]))
+        if colour in mapping:
+            raise DatasetError(f"{path}, line {n}: colour {colour} is listed twice")
+        mapping[colour] = ignore_index if void else next_id
+        next_id += 0 if void else 1
+    if next_id == 0:
+        raise DatasetError(f"colour map {path} lists no class colour: write one 'R G B' line per class id")
+    return mapping
+
+
+def read_mask(path: Path, num_classes: int, ignore_index: int = 255) -> tv_tensors.Mask:
+    """Read a class-id mask to int64 (H, W) and check its values.
+
+    Raises:
+        DatasetError: unreadable file, colour mask, or ids >= num_classes other than ignore_index; a mask of only
+            0 and 255 with a class count below 255 is called out as a probable 0/255 binary image.
+    """
+    arr = read_mask_array(path)
+    error = bad_values_error(path, np.bincount(arr.ravel(), minlength=256), num_classes, ignore_index)
+    if error is not None:
+        raise error
+    return tv_tensors.Mask(torch.from_numpy(arr.astype(np.int64)))
