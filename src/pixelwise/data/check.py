@@ -130,6 +130,10 @@ def scan(dataset, progress: bool = False) -> DatasetReport:
             _, stored_hw, orientation = image_header(s.image)
         except DataProblem as e:
             add(Problem(e.kind, s.image, str(e)))
+            try:  # the mask may be broken too: report both files at once
+                dataset.mask_array(s.mask)
+            except DataProblem as e:
+                add(Problem(e.kind, s.mask, str(e)))
             continue
         if orientation != 1:
             report.exif_rotated.append(s.image)

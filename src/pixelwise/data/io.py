@@ -117,10 +117,13 @@ def _decode_fast(path: Path, png_color_types: tuple[int, ...], exif: bool = True
     elif data[:8] == _PNG_MAGIC and len(data) > 25 and data[24] == 8 and data[25] in png_color_types:
         decode = _TV_DECODE[1]
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        limit = Image.MAX_IMAGE_PIXELS
+        limit = Image.MAX_IMAGE_PIXELS  # Pillow's rule, which torchvision does not apply: warn above, refuse 2x
         if limit and width * height > 2 * limit:
             raise unreadable(path, Image.DecompressionBombError(
                 f"Image size ({width * height} pixels) exceeds limit of {2 * limit} pixels"))
+        if limit and width * height > limit:
+            warnings.warn(f"{path}: image size ({width * height} pixels) exceeds limit of {limit} pixels, could be "
+                          "a decompression bomb DOS attack.", Image.DecompressionBombWarning, stacklevel=2)
     else:
         return None
     try:
