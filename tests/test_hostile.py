@@ -204,3 +204,21 @@ def test_unicode_and_space_paths_through_train_eval_predict_and_check(tmp_path, 
     assert any(p.name.startswith("été ") for p in out_dir.rglob("*.png"))
     assert main(["datasets", "check", str(root), "--quiet"]) == 0
     assert "no problems found" in capsys.readouterr().out
+
+
+def test_image_truncated_after_its_header_fails_in_a_worker_as_one_error_line(tmp_path, capsys):
+    """The up-front scan reads image headers only; a JPEG cut after its header fails when a DataLoader worker
+    decodes it, and PyTorch wraps that error with the worker's traceback: the user still gets one line."""
+    root = write_synthetic_folder(tmp_path / "d", {"train": 4, "val": 2}, image_size=(32, 32))
+    victim = sorted((root / "images" / "train").iterdir())[0]
+    jpeg = victim.with_suffix(".jpg")
+    Image.open(victim).convert("RGB").save(jpeg, quality=95)
+    victim.unlink()
+    jpeg.write_bytes(jpeg.read_bytes()[:-300])  # the entropy-coded data loses its end
+    assert scan(build_dataset(root, "train")).ok  # the header is intact
+    one_worker = [*TINY_TRAIN[:8], "--workers", "1", *TINY_TRAIN[10:]]
+    rc = main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *one_worker])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out + err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot read image {jpeg}"), err

@@ -17,6 +17,16 @@ from pathlib import Path
 from pixelwise.errors import PixelwiseError
 
 
+def user_message(error: PixelwiseError) -> str:
+    """The error's own message. An error raised in a DataLoader worker comes back wrapped by PyTorch with the
+    worker's traceback in its text; the last line of that text is the message the user needs."""
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def _train(args: argparse.Namespace) -> int:
     from pixelwise.engine import distributed
     from pixelwise.engine.config import TrainConfig, apply_overrides, load_yaml
@@ -318,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PixelwiseError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -286,7 +286,7 @@ class SegmentationMetrics:
         if total > 0:
             pixel_accuracy = float(tp.sum() / total)
             # A class with undefined IoU has no target pixels, so its weight is 0 anyway.
-            fw_iou = float((gt / total * iou.nan_to_num(0.0)).sum())
+            fw_iou = float((gt * iou.nan_to_num(0.0)).sum() / total)  # one division: exactly 1 when perfect
         else:
             pixel_accuracy = fw_iou = math.nan
 

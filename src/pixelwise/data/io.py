@@ -43,7 +43,9 @@ class DataProblem(DatasetError):
     (``"colour_mask"``, ``"bad_values"``, ``"binary_mask"``, ``"jpeg_mask"``, ``"undefined_values"``,
     ``"unreadable"``), ``values`` holds the offending mask values or colours."""
 
-    def __init__(self, message: str, kind: str, values=()) -> None:
+    def __init__(self, message: str, kind: str = "unreadable", values=()) -> None:
+        # kind has a default so that PyTorch can rebuild the error from its message alone when a DataLoader worker
+        # raises it (else it turns it into a RuntimeError)
         super().__init__(message)
         self.kind = kind
         self.values = list(values)
