@@ -85,13 +85,7 @@ class ADE20K(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "train", transforms=None, ignore_index: int = 255,
                  require_masks: bool = False, reduce_zero_label: bool = True, strict: bool = True) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.transforms = transforms
-        if ignore_index != 255:
-            raise DatasetError(f"pixelwise's ADE20K marks void with 255; leave ignore_index at 255 "
-                               f"(got {ignore_index})")
-        self.ignore_index = 255
+        self._start(root, split, transforms, ignore_index, void_is_255="pixelwise's ADE20K")
         base = find_ade20k(self.root)
         if base is None:
             raise DatasetError(

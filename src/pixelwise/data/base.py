@@ -55,6 +55,13 @@ class SegmentationDataset(Dataset):
     transforms = None
 
     # -- set-up, for subclasses ------------------------------------------------------------------------------------
+    def _start(self, root, split: str, transforms, ignore_index: int, void_is_255: str | None = None) -> None:
+        """Set ``root``, ``split``, ``transforms`` and ``ignore_index``. A format whose files mark void with 255
+        (named by ``void_is_255``) refuses another ignore_index."""
+        self.root, self.split, self.transforms, self.ignore_index = Path(root), split, transforms, ignore_index
+        if void_is_255 and ignore_index != 255:
+            raise DatasetError(f"{void_is_255} marks void with 255; leave ignore_index at 255 (got {ignore_index})")
+
     def _set_samples(self, ids: list[str], images: dict[str, Path], masks: dict[str, Path] | None,
                      strict: bool = True, mask_dir: Path | None = None, in_channels: int | None = None) -> None:
         """Pair ``ids`` with their image and mask files. ``masks=None``: the split has no masks. Ids without a

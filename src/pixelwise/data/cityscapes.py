@@ -69,13 +69,7 @@ class Cityscapes(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "train", transforms=None, ignore_index: int = 255,
                  require_masks: bool = False, strict: bool = True) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.transforms = transforms
-        if ignore_index != 255:
-            raise DatasetError(f"pixelwise's Cityscapes marks void with 255; leave ignore_index at 255 "
-                               f"(got {ignore_index})")
-        self.ignore_index = 255
+        self._start(root, split, transforms, ignore_index, void_is_255="pixelwise's Cityscapes")
         self.classes = [name for name, _, _ in CITYSCAPES_LABELS]
         self.palette = [colour for _, _, colour in CITYSCAPES_LABELS]
         self.mask_lut = lut(LABEL_TO_TRAIN)

@@ -111,10 +111,7 @@ class SegmentationFolder(SegmentationDataset):
         colour_map: str | Path | None = None,
         strict: bool = True,
     ) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.transforms = transforms
-        self.ignore_index = ignore_index
+        self._start(root, split, transforms, ignore_index)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist")
         self.classes = read_class_names(self.root)

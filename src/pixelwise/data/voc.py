@@ -83,12 +83,7 @@ class VOCSegmentation(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "train", transforms=None, ignore_index: int = 255,
                  require_masks: bool = False, sbd_root: str | Path | None = None, strict: bool = True) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.transforms = transforms
-        if ignore_index != 255:
-            raise DatasetError(f"PASCAL VOC marks void with 255; leave ignore_index at 255 (got {ignore_index})")
-        self.ignore_index = 255
+        self._start(root, split, transforms, ignore_index, void_is_255="PASCAL VOC")
         self.classes = list(VOC_CLASSES)
         self.palette = default_palette(len(VOC_CLASSES))
         voc = find_voc2012(self.root)
