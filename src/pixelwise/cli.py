@@ -108,14 +108,15 @@ def _eval(args: argparse.Namespace) -> int:
         )
     collate = partial(pad_collate, ignore_index=state["ignore_index"])
     loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers)
+    test_time = _test_time(args, args.checkpoint)
     with torch.inference_mode():
         metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"], device,
-                           progress=not args.quiet)
-    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images):")
+                           progress=not args.quiet, test_time=test_time)
+    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; {test_time.describe()}):")
     print(format_table(metrics, list(ds.classes)))
     if args.json:
         out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
-               "split": args.split}
+               "split": args.split, "inference": test_time.describe()}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_json_safe(out), indent=2))
         print(f"wrote {args.json}")
@@ -133,11 +134,30 @@ def _json_safe(x):
     return x
 
 
+def _test_time(args: argparse.Namespace, checkpoint: str):
+    """The InferenceOptions of --mode, --crop, --stride, --tta and --scales; a slide without --crop uses the training crop
+    stored in the checkpoint."""
+    from pixelwise.engine.inference import TTA_SCALES, InferenceOptions
+
+    crop = args.crop
+    if args.mode == "slide" and crop is None:
+        from pixelwise.engine.checkpoint import load_checkpoint
+
+        crop = (load_checkpoint(checkpoint).get("config") or {}).get("crop_size")
+    scales = args.scales or (TTA_SCALES if args.tta else (1.0,))
+    return InferenceOptions(args.mode, crop=tuple(crop) if crop else None, stride=tuple(args.stride) if args.stride else None,
+                    scales=tuple(scales), flip=args.tta)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from pixelwise.engine.predict import predict_files
 
-    written = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet)
-    print(f"wrote {len(written)} class-id PNGs with colour masks and overlays to {args.out}")
+    test_time = _test_time(args, args.checkpoint)
+    written = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
+                            test_time=test_time, batch_size=args.batch_size, save_probs=args.probs)
+    extra = " and probabilities (.npy)" if args.probs else ""
+    print(f"wrote {len(written)} class-id PNGs with colour masks, overlays{extra} to {args.out} "
+          f"({test_time.describe()})")
     return 0
 
 
@@ -258,6 +278,18 @@ def _write_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                   help="whole image, or sliding windows with overlap-averaged logits")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="slide: window size (default: the "
+                   "training crop in the checkpoint), in the pixels the model sees")
+    p.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide: window step (default 2/3 crop)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: scales 0.5-1.75 and a left-right "
+                   "flip, softmax probabilities averaged")
+    p.add_argument("--scales", type=float, nargs="+", help="test-time scales (default with --tta: 0.5 0.75 1 1.25 1.5 "
+                   "1.75)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pixelwise", description="Semantic segmentation: train, evaluate, predict.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -289,14 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+    _inference_options(e)
     e.set_defaults(func=_eval)
 
     pr = sub.add_parser("predict", help="segment image files: class-id PNGs, colour masks, overlays")
     pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted globs ('a/*.jpg')")
     pr.add_argument("--out", required=True)
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    pr.add_argument("--probs", action="store_true", help="also write <stem>_probs.npy: float16 (K, H, W) softmax")
     pr.add_argument("--quiet", action="store_true")
+    _inference_options(pr)
     pr.set_defaults(func=_predict)
 
     m = sub.add_parser("models", help="list the registered models")
