@@ -135,8 +135,8 @@ def _json_safe(x):
 
 
 def _test_time(args: argparse.Namespace, checkpoint: str):
-    """The InferenceOptions of --mode, --crop, --stride, --tta and --scales; a slide without --crop uses the training crop
-    stored in the checkpoint."""
+    """The InferenceOptions of --mode, --crop, --stride, --tta and --scales; a slide without --crop uses the
+    training crop stored in the checkpoint."""
     from pixelwise.engine.inference import TTA_SCALES, InferenceOptions
 
     crop = args.crop
@@ -145,8 +145,8 @@ def _test_time(args: argparse.Namespace, checkpoint: str):
 
         crop = (load_checkpoint(checkpoint).get("config") or {}).get("crop_size")
     scales = args.scales or (TTA_SCALES if args.tta else (1.0,))
-    return InferenceOptions(args.mode, crop=tuple(crop) if crop else None, stride=tuple(args.stride) if args.stride else None,
-                    scales=tuple(scales), flip=args.tta)
+    return InferenceOptions(args.mode, crop=tuple(crop) if crop else None,
+                            stride=tuple(args.stride) if args.stride else None, scales=tuple(scales), flip=args.tta)
 
 
 def _predict(args: argparse.Namespace) -> int:

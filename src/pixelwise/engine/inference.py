@@ -88,7 +88,8 @@ def _window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def slide_logits(model: nn.Module, images: torch.Tensor, crop: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
-    """Sliding-window logits (see :class:`InferenceOptions`): float (N, C, H, W) normalised images -> float (N, K, H, W)."""
+    """Sliding-window logits (see :class:`InferenceOptions`): float (N, C, H, W) normalised images -> float
+    (N, K, H, W)."""
     n, _, h, w = images.shape
     ch, cw = crop
     x = F.pad(images, (0, max(cw - w, 0), 0, max(ch - h, 0)))

@@ -13,7 +13,13 @@ from tqdm import tqdm
 
 from pixelwise.data.io import IMAGE_EXTENSIONS, read_image
 from pixelwise.data.transforms import eval_transforms
-from pixelwise.engine.inference import InferenceOptions, infer_logits, model_from_checkpoint, predict_probs, resolve_device
+from pixelwise.engine.inference import (
+    InferenceOptions,
+    infer_logits,
+    model_from_checkpoint,
+    predict_probs,
+    resolve_device,
+)
 from pixelwise.errors import ConfigError
 from pixelwise.viz import colorize, overlay, save_class_png
 
