@@ -1,4 +1,4 @@
-"""``pixelwise <command>``: train, eval, predict, models, datasets.
+"""``pixelwise <command>``: train, eval, predict, export, models, datasets.
 
 Errors caused by the user's input (``PixelwiseError``) are printed as one ``error: ...`` line with exit status 2,
 never as a traceback.
@@ -158,6 +158,35 @@ def _predict(args: argparse.Namespace) -> int:
     extra = " and probabilities (.npy)" if args.probs else ""
     print(f"wrote {len(written)} class-id PNGs with colour masks, overlays{extra} to {args.out} "
           f"({test_time.describe()})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Export, then check the file against PyTorch on --check images (each at its own size)."""
+    import torch
+
+    from pixelwise.data.io import read_image
+    from pixelwise.engine.export import deploy_model, export_model, onnx_parity
+
+    out = export_model(args.checkpoint, args.out, args.format, tuple(args.size))
+    print(f"wrote {out} ({args.format}; input float32 (N, C, H, W) pixel values 0..255, output logits (N, K, H, W); "
+          "dynamic batch, height and width)")
+    if not args.check:
+        return 0
+    deploy, state = deploy_model(args.checkpoint)
+    loaded = torch.jit.load(str(out)) if args.format == "torchscript" else None
+    for path in args.check:
+        images = read_image(path, state["in_channels"]).float().unsqueeze(0)
+        if loaded is None:
+            parity = onnx_parity(out, deploy, images)
+        else:
+            with torch.no_grad():
+                ours, reference = loaded(images), deploy(images)
+            parity = {"max_abs_diff": float((ours - reference).abs().max()),
+                      "argmax_agreement": float((ours.argmax(1) == reference.argmax(1)).float().mean())}
+        runtime = "onnxruntime" if loaded is None else "TorchScript"
+        print(f"{path} ({images.shape[-1]}x{images.shape[-2]}): {runtime} vs PyTorch max |logit diff| "
+              f"{parity['max_abs_diff']:.2e}, argmax agreement {100 * parity['argmax_agreement']:.3f} %")
     return 0
 
 
@@ -334,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true")
     _inference_options(pr)
     pr.set_defaults(func=_predict)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (dynamic batch, height, width)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--out", required=True, help="the file to write (.onnx, .pt)")
+    x.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="tracing example size")
+    x.add_argument("--check", nargs="+", metavar="IMAGE", help="compare the exported file with PyTorch on these images")
+    x.set_defaults(func=_export)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("filter", nargs="?", default="", help="glob, e.g. 'unet*'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -17,7 +18,10 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     height, width = x.shape[-2:]
     pad_h = (multiple - height % multiple) % multiple
     pad_w = (multiple - width % multiple) % multiple
-    if pad_h == 0 and pad_w == 0:
+    # An exported graph (ONNX, TorchScript, torch.export) must pad whatever size it will see, so the shortcut is
+    # taken in eager mode only.
+    exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if pad_h == 0 and pad_w == 0 and not exporting:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h))
 
