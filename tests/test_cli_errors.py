@@ -13,9 +13,8 @@ from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.data.synthetic import write_synthetic_folder
+from _cli import TINY_TRAIN
 
-TINY_TRAIN = ["--steps", "1", "--batch-size", "2", "--crop-size", "32", "32", "--quiet",
-              "--set", "model_kwargs.base_channels=4", "model_kwargs.depth=2", "eval_batch_size=2"]
 
 
 def _tiny(root: Path) -> Path:

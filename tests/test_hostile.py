@@ -18,9 +18,8 @@ from pixelwise.data import io as data_io
 from pixelwise.data.check import scan
 from pixelwise.data.synthetic import write_synthetic_folder
 from pixelwise.errors import DatasetError
+from _cli import TINY_TRAIN
 
-TINY_TRAIN = ["--steps", "1", "--batch-size", "2", "--crop-size", "32", "32", "--quiet", "--workers", "0",
-              "--set", "model_kwargs.base_channels=4", "model_kwargs.depth=2", "eval_batch_size=2"]
 
 
 def _folder(root: Path, classes=("background", "object")) -> Path:

@@ -16,6 +16,7 @@ from pixelwise.cli import main
 from pixelwise.data.synthetic import write_synthetic_folder
 from pixelwise.engine.inference import InferenceOptions, infer_logits, predict_probs, slide_logits
 from pixelwise.errors import ConfigError
+from _cli import TINY_TRAIN
 
 
 def _pixelwise_model(k: int = 4) -> nn.Module:
@@ -104,8 +105,6 @@ def test_test_time_options_are_checked():
         "slide 90x120 every 60x80, scales 0.5/1, flip"
 
 
-TINY_TRAIN = ["--steps", "1", "--batch-size", "2", "--crop-size", "32", "32", "--quiet", "--workers", "0",
-              "--set", "model_kwargs.base_channels=4", "model_kwargs.depth=2", "eval_batch_size=2"]
 
 
 @pytest.fixture(scope="module")

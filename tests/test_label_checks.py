@@ -11,9 +11,8 @@ from PIL import Image
 from pixelwise.cli import main
 from pixelwise.data import SegmentationFolder, build_dataset
 from pixelwise.data.check import scan
+from _cli import TINY_TRAIN
 
-TINY_TRAIN = ["--steps", "1", "--batch-size", "2", "--crop-size", "16", "16", "--quiet", "--workers", "0",
-              "--set", "model_kwargs.base_channels=4", "model_kwargs.depth=2", "eval_batch_size=2"]
 
 
 def _save(path: Path, arr: np.ndarray, **kwargs) -> None:

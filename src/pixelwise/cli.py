@@ -166,7 +166,7 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     from pixelwise.data.io import read_image
-    from pixelwise.engine.export import deploy_model, export_model, onnx_parity
+    from pixelwise.engine.export import compare_logits, deploy_model, export_model, onnx_parity
 
     out = export_model(args.checkpoint, args.out, args.format, tuple(args.size))
     print(f"wrote {out} ({args.format}; input float32 (N, C, H, W) pixel values 0..255, output logits (N, K, H, W); "
@@ -181,9 +181,7 @@ def _export(args: argparse.Namespace) -> int:
             parity = onnx_parity(out, deploy, images)
         else:
             with torch.no_grad():
-                ours, reference = loaded(images), deploy(images)
-            parity = {"max_abs_diff": float((ours - reference).abs().max()),
-                      "argmax_agreement": float((ours.argmax(1) == reference.argmax(1)).float().mean())}
+                parity = compare_logits(loaded(images), deploy, images)
         runtime = "onnxruntime" if loaded is None else "TorchScript"
         print(f"{path} ({images.shape[-1]}x{images.shape[-2]}): {runtime} vs PyTorch max |logit diff| "
               f"{parity['max_abs_diff']:.2e}, argmax agreement {100 * parity['argmax_agreement']:.3f} %")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelwise.data.base import size_mismatch
 from pixelwise.data.io import BINARY_MASK_HINT, DataProblem, bad_values_error, image_header
 from pixelwise.errors import DatasetError
 
@@ -144,8 +145,6 @@ def scan(dataset, progress: bool = False) -> DatasetReport:
             continue
         upright_hw = stored_hw[::-1] if orientation >= 5 else stored_hw
         if ids.shape not in (stored_hw, upright_hw):
-            from pixelwise.data.base import size_mismatch
-
             add(Problem("size_mismatch", s.mask, str(size_mismatch(s, stored_hw, ids.shape))))
             continue
         counts = np.bincount(ids.ravel(), minlength=256)

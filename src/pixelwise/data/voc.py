@@ -27,6 +27,7 @@ import numpy as np
 
 from pixelwise.data.base import SegmentationDataset
 from pixelwise.data.folder import files_by_id, parse_split
+from pixelwise.data.io import DataProblem
 from pixelwise.data.palette import default_palette
 from pixelwise.errors import DatasetError
 
@@ -163,13 +164,9 @@ def read_sbd_mask(path: Path) -> np.ndarray:
         gt = loadmat(str(path), squeeze_me=True, struct_as_record=False)["GTcls"]
         arr = np.asarray(gt.Segmentation)
     except Exception as e:  # scipy raises ValueError, KeyError, TypeError, ... for files that are not SBD's
-        from pixelwise.data.io import DataProblem
-
         raise DataProblem(f"cannot read SBD mask {path} ({type(e).__name__}: {e}): expected a MATLAB file with "
                           "GTcls.Segmentation; replace the file", "unreadable") from e
     if arr.ndim != 2 or arr.min() < 0 or arr.max() > 255:
-        from pixelwise.data.io import DataProblem
-
         raise DataProblem(f"SBD mask {path} holds an array of shape {arr.shape}, values {arr.min()}..{arr.max()}: "
                           "expected (H, W) class ids 0..20", "bad_values")
     return arr.astype(np.uint8)
