@@ -48,13 +48,13 @@ class _Decoder:
 
     def __init__(self, use_torchvision: bool) -> None:
         self.use_torchvision = use_torchvision
-        self.saved = data_io._TV_DECODE
+        self.saved = data_io._TV_DECODE_JPEG
 
     def __enter__(self):
-        data_io._TV_DECODE = self.saved if self.use_torchvision else None
+        data_io._TV_DECODE_JPEG = self.saved if self.use_torchvision else None
 
     def __exit__(self, *exc):
-        data_io._TV_DECODE = self.saved
+        data_io._TV_DECODE_JPEG = self.saved
 
 
 def per_core(data: Path, n: int, repeats: int) -> list[str]:

@@ -4,7 +4,13 @@ the dataset, the label check and the command line, never as a bare traceback."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import re
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,7 @@ def _folder(root: Path, classes=("background", "object")) -> Path:
 def decoder(request, monkeypatch):
     """Run a test with torchvision.io's fast path and with Pillow alone: both must behave the same."""
     if request.param == "pillow":
-        monkeypatch.setattr(data_io, "_TV_DECODE", None)
+        monkeypatch.setattr(data_io, "_TV_DECODE_JPEG", None)
     return request.param
 
 
@@ -151,6 +157,46 @@ def test_files_that_are_not_images_are_named_by_the_dataset_the_check_and_the_cl
     assert [p.path for p in scan(build_dataset(root, "train")).problems] == [bad, mask]
 
 
+def _png_chunks(idat: bytes, color_type: int) -> bytes:
+    """A 64x64 8-bit PNG with a valid header and valid CRCs around the IDAT stream ``idat``."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 64, 64, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_png_with_corrupt_image_data_is_an_error_not_a_crash(tmp_path):
+    # torchvision 0.29's decode_png dies with SIGSEGV on every libpng error; the reader must never hand it a PNG.
+    # In a subprocess, so that a regression fails this test instead of killing the test run.
+    streams = {"not-zlib": b"garbage" * 30, "short": zlib.compress(b"\0" * 10),
+               "bad-filter": zlib.compress(b"\x09" * (64 * 193))}
+    paths = []
+    for name, idat in streams.items():
+        for color_type, use in ((2, "image"), (0, "mask")):
+            path = tmp_path / f"{name}-{use}.png"
+            path.write_bytes(_png_chunks(idat, color_type))
+            paths.append((str(path), use))
+    script = (
+        "import sys, json\n"
+        "from pixelwise.data.io import read_image, read_mask_array\n"
+        "from pixelwise.errors import DatasetError\n"
+        "for path, use in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        read_image(path) if use == 'image' else read_mask_array(path)\n"
+        "        print('read', path)\n"
+        "    except DatasetError as e:\n"
+        "        print('error', path, '|', e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(paths)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"the reader crashed (exit {done.returncode}): {done.stderr[-2000:]}"
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(paths)
+    for line, (path, _) in zip(lines, paths):
+        assert line.startswith(f"error {path} |") and path in line.split("|", 1)[1], line
+
+
 # -- decompression bombs ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp"])
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch, decoder, suffix):
@@ -221,3 +267,6 @@ def test_image_truncated_after_its_header_fails_in_a_worker_as_one_error_line(tm
     assert rc == 2 and "Traceback" not in out + err, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read image {jpeg}"), err
+    # The worker ignores SIGTERM (the main process stops a run); a worker left alive after the error would hang the
+    # interpreter's exit in multiprocessing's join, so the trainer must have stopped it.
+    assert multiprocessing.active_children() == []

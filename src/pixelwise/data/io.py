@@ -1,9 +1,10 @@
 """Reading images and class-id masks from disk, with errors that name the file.
 
-Images decode to ``tv_tensors.Image`` uint8 (C, H, W), masks to uint8 (H, W) class ids (255 = void). JPEGs and
-8-bit grayscale/RGB PNGs go through ``torchvision.io`` (libjpeg-turbo / libpng, about 2.4x Pillow's JPEG speed per
-core: ``python benchmarks/data_pipeline.py``); every other file (palette, 16-bit, RGBA, CMYK, TIFF, BMP, corrupt)
-goes through Pillow, which gives the same pixels.
+Images decode to ``tv_tensors.Image`` uint8 (C, H, W), masks to uint8 (H, W) class ids (255 = void). JPEGs go
+through ``torchvision.io`` (libjpeg-turbo, about 2.4x Pillow's speed per core: ``python benchmarks/data_pipeline.py``);
+every other file (PNG, TIFF, BMP, corrupt JPEGs) goes through Pillow, which gives the same pixels. PNGs never reach
+torchvision: its ``decode_png`` (0.29) kills the process with a segmentation fault on any libpng error (a corrupt or
+short IDAT stream, a bad filter byte), where Pillow raises; for PNG the two are within 30 % of each other anyway.
 
 Hostile files: a truncated, corrupt, zero-byte or non-image file raises :class:`DatasetError` naming it; an image
 of more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit, 2 x 89.5 M by default)
@@ -87,59 +88,44 @@ def bad_values_error(path: Path, counts: np.ndarray, num_classes: int, ignore_in
 
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _decode_fast(path: Path, png_color_types: tuple[int, ...], exif: bool = True) -> torch.Tensor | None:
-    """uint8 (C, H, W) straight from libjpeg-turbo / libpng through ``torchvision.io`` for the common files: any
-    JPEG, and 8-bit PNGs whose IHDR colour type is in ``png_color_types`` (0 grayscale, 2 RGB). None for anything
-    else or anything that fails to decode, so that Pillow handles it (and names the file in its error).
+def _decode_fast(path: Path, exif: bool = True) -> torch.Tensor | None:
+    """uint8 (C, H, W) of a JPEG straight from libjpeg-turbo through ``torchvision.io``; None for anything else or
+    anything that fails to decode, so that Pillow handles it (and names the file in its error).
 
-    Same pixels as Pillow (the same libraries underneath; tests/test_data.py checks every CamVid image).
+    Same pixels as Pillow (the same library underneath; tests/test_data.py checks every CamVid image).
 
     Raises:
         DatasetError: the image is over Pillow's decompression-bomb limit (checked from the header, before
             decoding: torchvision has no limit of its own).
     """
-    if _TV_DECODE is None:
+    if _TV_DECODE_JPEG is None:
         return None
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if data[:3] == _JPEG_MAGIC:
-        decode = _TV_DECODE[0]
-        try:
-            with Image.open(io.BytesIO(data)):  # the header only: Pillow's own bomb check runs here
-                pass
-        except _PILLOW_ERRORS as e:
-            if isinstance(e, Image.DecompressionBombError):
-                raise unreadable(path, e) from e
-            return None
-    elif data[:8] == _PNG_MAGIC and len(data) > 25 and data[24] == 8 and data[25] in png_color_types:
-        decode = _TV_DECODE[1]
-        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        limit = Image.MAX_IMAGE_PIXELS  # Pillow's rule, which torchvision does not apply: warn above, refuse 2x
-        if limit and width * height > 2 * limit:
-            raise unreadable(path, Image.DecompressionBombError(
-                f"Image size ({width * height} pixels) exceeds limit of {2 * limit} pixels"))
-        if limit and width * height > limit:
-            warnings.warn(f"{path}: image size ({width * height} pixels) exceeds limit of {limit} pixels, could be "
-                          "a decompression bomb DOS attack.", Image.DecompressionBombWarning, stacklevel=2)
-    else:
+    if data[:3] != _JPEG_MAGIC:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)):  # the header only: Pillow's own bomb check runs here
+            pass
+    except _PILLOW_ERRORS as e:
+        if isinstance(e, Image.DecompressionBombError):
+            raise unreadable(path, e) from e
         return None
     try:
         with warnings.catch_warnings():
             # torchvision 0.29 announces that its decoders will move to TorchCodec; until they are gone (then
-            # _TV_DECODE is None and Pillow reads everything) they are the fastest decoders a user already has.
+            # _TV_DECODE_JPEG is None and Pillow reads everything) they are the fastest decoders a user already has.
             warnings.simplefilter("ignore", DeprecationWarning)
-            return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=exif)
+            return _TV_DECODE_JPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=exif)
     except RuntimeError:  # truncated or corrupt: Pillow's path reports it, naming the file
         return None
 
 
-_TV_DECODE = (getattr(tvio, "decode_jpeg", None), getattr(tvio, "decode_png", None))
-_TV_DECODE = None if None in _TV_DECODE else _TV_DECODE
+_TV_DECODE_JPEG = getattr(tvio, "decode_jpeg", None)
 
 
 def read_image(path: Path, channels: int = 3, exif: bool = True) -> tv_tensors.Image:
@@ -152,7 +138,7 @@ def read_image(path: Path, channels: int = 3, exif: bool = True) -> tv_tensors.I
         DatasetError: the file is missing, empty, truncated, not an image, or over the decompression-bomb limit
             (names the file and the fix).
     """
-    fast = _decode_fast(Path(path), (0, 2), exif)
+    fast = _decode_fast(Path(path), exif)
     if fast is not None and fast.shape[0] == channels:
         return tv_tensors.Image(fast)
     return _read_image_pillow(path, channels, exif)
@@ -193,22 +179,13 @@ def image_header(path: Path) -> tuple[str, tuple[int, int], int]:
 
 
 def read_mask_array(path: Path, colour_map: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
-    """The stored values of a mask file, uint8 (H, W): 8-bit grayscale PNGs through torchvision.io, everything
-    else (palette PNGs read as their indices, 16-bit, JPEG) through Pillow. With ``colour_map`` ``{(R, G, B):
-    class id}`` an RGB colour mask is turned into ids.
+    """The stored values of a mask file, uint8 (H, W), read with Pillow (palette PNGs as their indices; 16-bit
+    values above 255 refused). With ``colour_map`` ``{(R, G, B): class id}`` an RGB colour mask is turned into ids.
 
     Raises:
         DataProblem: unreadable file; an RGB mask without a colour map (kind ``"colour_mask"``, the colours found
             in ``values``); a colour absent from the colour map; values above 255.
     """
-    if colour_map is None:
-        fast = _decode_fast(Path(path), (0,), exif=False)  # 8-bit single-channel PNG: the usual mask
-        if fast is not None and fast.shape[0] == 1:
-            return fast[0].numpy()
-    return _read_mask_array_pillow(path, colour_map)
-
-
-def _read_mask_array_pillow(path: Path, colour_map: dict | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             mode = im.mode

@@ -393,6 +393,17 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            self._shutdown_workers()
+
+    def _shutdown_workers(self) -> None:
+        """Stop the loaders' persistent workers now. They ignore SIGTERM (see ``_worker_ignores_stop_signals``),
+        so a worker left for the garbage collector, e.g. while a traceback holds the loader after an error, would
+        outlive the run and hang the interpreter's exit in multiprocessing's join."""
+        for loader in (self.train_loader, self.val_loader):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+                loader._iterator = None
 
     def _on_stop_signal(self, signum: int, frame) -> None:
         if self._stop_signal is not None and signum == signal.SIGINT:
