@@ -61,6 +61,20 @@ def mobilenet_v2_weights() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def camvid_checkpoint(tmp_path_factory, camvid_dir) -> Path:
+    """A small U-Net trained 2 steps on real CamVid at half resolution (seconds): real weights, class names,
+    palette and input_scale for the tests of export, report and serve. Its run folder holds log.jsonl."""
+    from pixelwise.cli import main
+
+    run = tmp_path_factory.mktemp("camvid_checkpoint") / "run"
+    assert main(["train", "--data", str(camvid_dir), "--out", str(run), "--steps", "2", "--batch-size", "2",
+                 "--crop-size", "64", "64", "--quiet", "--workers", "0", "--set", "train_split=train[:4]",
+                 "val_split=val[:2]", "input_scale=0.5", "model_kwargs.base_channels=8", "model_kwargs.depth=3",
+                 "eval_batch_size=2"]) == 0
+    return run / "best.pt"
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """8 train / 4 val / 4 test synthetic images of 48x48 in the folder layout."""

@@ -19,14 +19,9 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, camvid_dir):
+def checkpoint(camvid_checkpoint):
     """A U-Net trained 2 steps on CamVid at half resolution: real weights and a real input_scale to export."""
-    run = tmp_path_factory.mktemp("export") / "run"
-    assert main(["train", "--data", str(camvid_dir), "--out", str(run), "--steps", "2", "--batch-size", "2",
-                 "--crop-size", "64", "64", "--quiet", "--workers", "0", "--set", "train_split=train[:4]",
-                 "val_split=val[:2]", "input_scale=0.5", "model_kwargs.base_channels=8", "model_kwargs.depth=3",
-                 "eval_batch_size=2"]) == 0
-    return run / "best.pt"
+    return camvid_checkpoint
 
 
 def _camvid_images(camvid_dir) -> list[torch.Tensor]:

@@ -40,7 +40,7 @@ import torch
 
 from pixelwise.errors import ConfigError, DatasetError
 
-__all__ = ["SegmentationMetrics", "format_table"]
+__all__ = ["SegmentationMetrics", "format_table", "json_safe"]
 
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -309,6 +309,17 @@ class SegmentationMetrics:
             f"{type(self).__name__}(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
             f"device={self.confusion_matrix.device})"
         )
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` (nested dicts, lists, tuples) with every float NaN replaced by None, for JSON (which has no NaN)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def _nanmean(x: torch.Tensor) -> float:
