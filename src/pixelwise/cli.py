@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from functools import partial
@@ -92,7 +91,7 @@ def _eval(args: argparse.Namespace) -> int:
     from pixelwise.data import build_dataset, eval_transforms, pad_collate
     from pixelwise.engine.checkpoint import check_classes
     from pixelwise.engine.inference import evaluate, model_from_checkpoint, resolve_device
-    from pixelwise.metrics import format_table
+    from pixelwise.metrics import format_table, json_safe
 
     device = resolve_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint, device)
@@ -109,29 +108,34 @@ def _eval(args: argparse.Namespace) -> int:
     collate = partial(pad_collate, ignore_index=state["ignore_index"])
     loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers)
     test_time = _test_time(args, args.checkpoint)
-    with torch.inference_mode():
-        metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"], device,
-                           progress=not args.quiet, test_time=test_time)
+    if args.report:
+        from pixelwise.engine.report import SINGLE, TTA, evaluate_for_report, write_report
+
+        # One pass scores both columns of the report; the printed table is the column of the options asked for.
+        with torch.inference_mode():
+            data = evaluate_for_report(model, ds, state, test_time, device, args.batch_size, args.workers,
+                                       progress=not args.quiet)
+            page = write_report(args.report, data, model, ds, state, device, args.checkpoint,
+                                f"{Path(args.checkpoint).parent.name or args.checkpoint} on {args.data} "
+                                f"({args.split})", num_images=args.report_images)
+        metrics = data.metrics[TTA if test_time.augmented else SINGLE]
+        test_time = data.options[TTA if test_time.augmented else SINGLE]
+    else:
+        with torch.inference_mode():
+            metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"],
+                               device, progress=not args.quiet, test_time=test_time)
     print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; {test_time.describe()}):")
     print(format_table(metrics, list(ds.classes)))
     if args.json:
         out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
                "split": args.split, "inference": test_time.describe()}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_json_safe(out), indent=2))
+        Path(args.json).write_text(json.dumps(json_safe(out), indent=2))
         print(f"wrote {args.json}")
+    if args.report:
+        print(f"wrote the report {page} ({SINGLE} {100 * data.metrics[SINGLE]['mIoU']:.2f} % mIoU, {TTA} "
+              f"{100 * data.metrics[TTA]['mIoU']:.2f} %: {data.options[TTA].describe()})")
     return 0
-
-
-def _json_safe(x):
-    """NaN is not JSON: write it as null."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 def _test_time(args: argparse.Namespace, checkpoint: str):
@@ -185,6 +189,59 @@ def _export(args: argparse.Namespace) -> int:
         runtime = "onnxruntime" if loaded is None else "TorchScript"
         print(f"{path} ({images.shape[-1]}x{images.shape[-2]}): {runtime} vs PyTorch max |logit diff| "
               f"{parity['max_abs_diff']:.2e}, argmax agreement {100 * parity['argmax_agreement']:.3f} %")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The web demo and HTTP API (pixelwise.serve) on --host:--port, until Ctrl-C. FastAPI and uvicorn are imported
+    here, so that the rest of the command line works without them."""
+    import ipaddress
+    import socket
+
+    from pixelwise.errors import ConfigError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+
+        try:
+            import python_multipart  # noqa: F401  (python-multipart >= 0.0.13)
+        except ImportError:
+            import multipart  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"pixelwise serve needs FastAPI, uvicorn and python-multipart ({e}): "
+                          "pip install 'pixelwise[serve]'") from e
+    from pixelwise.serve import create_app
+
+    if not args.max_upload_mb > 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    app = create_app(args.checkpoint, device=args.device, max_upload_bytes=max(1, round(args.max_upload_mb * 1e6)),
+                     max_pixels=args.max_pixels, test_time=_test_time(args, args.checkpoint), alpha=args.alpha)
+    sock = None
+    try:
+        family, _, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # connections queue from now on, before uvicorn's loop starts accepting them
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        raise ConfigError(f"cannot listen on {args.host} port {args.port} ({e.strerror or e})") from e
+    host, port = sock.getsockname()[:2]
+    try:
+        public = not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        public = True
+    if public:
+        print(f"note: listening on {host}, reachable from other machines; the demo has no authentication",
+              file=sys.stderr)
+    print(f"serving {args.checkpoint} on http://{f'[{host}]' if ':' in host else host}:{port}/ "
+          f"({app.state.segmenter.device}; API: /api/segment, /api/segment.png, /api/info; schema: /openapi.json)"
+          "; Ctrl-C stops", flush=True)
+    config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -348,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--report", metavar="DIR", help="also write DIR/index.html: metrics single-scale and TTA side by "
+                   "side, per-class IoU, confusion matrix, training curves, best and worst images (matplotlib)")
+    e.add_argument("--report-images", type=int, default=4, metavar="N", help="best and worst images shown (4 each)")
     _inference_options(e)
     e.set_defaults(func=_eval)
 
@@ -369,6 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="tracing example size")
     x.add_argument("--check", nargs="+", metavar="IMAGE", help="compare the exported file with PyTorch on these images")
     x.set_defaults(func=_export)
+
+    sv = sub.add_parser("serve", help="web demo and HTTP API: upload an image, see its mask, overlay and class shares")
+    sv.add_argument("--checkpoint", required=True)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; 0.0.0.0: "
+                    "every interface, reachable from other machines)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one, printed)")
+    sv.add_argument("--device", default="auto")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload, in MB of 10^6 bytes "
+                    "(larger: 413)")
+    sv.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height (larger: "
+                    "413, before decoding); at most Pillow's decompression-bomb threshold")
+    sv.add_argument("--alpha", type=float, default=0.5, help="weight of the mask colour in the overlay")
+    sv.add_argument("--quiet", action="store_true", help="no access log")
+    _inference_options(sv)
+    sv.set_defaults(func=_serve)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("filter", nargs="?", default="", help="glob, e.g. 'unet*'")

@@ -1,0 +1,689 @@
+"""``pixelwise serve``: a web page and an HTTP API that segment uploaded images with a trained checkpoint.
+
+    pixelwise serve --checkpoint runs/unet_camvid/best.pt            # http://127.0.0.1:8000/
+
+Endpoints (documented in ``/openapi.json``; ``/docs`` is FastAPI's Swagger page, whose scripts come from a CDN):
+
+- ``GET /``: one self-contained page (no external scripts) to upload an image and see the colour mask, the overlay
+  and a legend of the classes with each one's share of the pixels.
+- ``POST /api/segment``: multipart/form-data with the image in the field ``file`` -> JSON :class:`SegmentResponse`
+  (size, per-class pixel counts and shares, the class-id mask, colour mask and overlay as base64 PNGs).
+- ``POST /api/segment.png?kind=mask|color|overlay``: the same upload -> one ``image/png``; ``mask`` is a palette
+  PNG whose pixel values are the class ids.
+- ``GET /api/info``: the model, its classes and palette, ``input_scale``, the inference mode and the upload limits.
+- ``GET /health``: ``{"status": "ok"}``.
+
+An upload is read exactly as ``pixelwise predict`` reads a file (:func:`pixelwise.data.io.read_image`: EXIF
+orientation applied, the decompression-bomb check, grayscale for a one-channel checkpoint) and runs through the same
+normalisation and inference (:func:`~pixelwise.engine.inference.infer_logits` with the checkpoint's
+``input_scale``; :func:`~pixelwise.engine.inference.predict_probs` with test-time augmentation), so the served mask
+PNG is byte for byte the ``<stem>.png`` that ``pixelwise predict`` writes for the same file, and the colour mask
+and overlay hold the pixels of its ``<stem>_color.png`` and ``<stem>_overlay.png`` (tested).
+
+Hostile uploads get a 4xx with ``{"detail": message}``, never a 500: an empty upload or a corrupt or truncated
+image 400; a body over ``max_upload_bytes`` 413 (refused from its Content-Length before it is read, or counted as
+it arrives when it has none); an image of more than ``max_pixels`` pixels 413, from its header, before it is
+decoded; anything that is not a JPEG, PNG, BMP, TIFF or WebP 415; a request without the ``file`` field 422.
+
+The model runs on one dedicated thread, one image at a time (a CPU forward pass already uses every intra-op
+thread; on a GPU it keeps the memory of one image in flight); reading, colouring and PNG encoding run in FastAPI's
+thread pool around it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from pixelwise.data.io import read_image
+from pixelwise.data.transforms import eval_transforms
+from pixelwise.engine.inference import (
+    InferenceOptions,
+    infer_logits,
+    model_from_checkpoint,
+    predict_probs,
+    resolve_device,
+)
+from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
+from pixelwise.viz import colorize, legend, overlay, save_class_png
+
+__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "Segmenter", "UploadError",
+           "create_app", "decode_upload"]
+
+#: Largest upload accepted by default, in bytes (20 MB).
+DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
+#: Largest image accepted by default, in pixels (width x height): 40 megapixels.
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Pillow format names an upload may have (MPO: the multi-picture JPEG many phone cameras write).
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP")
+#: Room for the multipart envelope (boundaries, part headers) on top of ``max_upload_bytes``.
+MULTIPART_SLACK = 64 * 1024
+
+_FORMAT_NAMES = "JPEG, PNG, BMP, TIFF or WebP"
+
+
+class UploadError(PixelwiseError):
+    """An upload the server refuses; ``status`` is the HTTP status (4xx, or 503 when the device is out of memory)
+    and the message says what is wrong with the upload."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------------- the API's data
+
+
+class ClassInfo(BaseModel):
+    id: int = Field(description="class id: the pixel value in the mask PNG")
+    name: str
+    color: str = Field(description="the class's palette colour, '#rrggbb'", pattern="^#[0-9a-f]{6}$")
+
+
+class ClassShare(ClassInfo):
+    pixels: int = Field(description="pixels predicted as this class")
+    share: float = Field(description="pixels / (width x height), in [0, 1]; the shares sum to 1")
+
+
+class SegmentResponse(BaseModel):
+    filename: str | None = Field(description="the uploaded file's name, as the client sent it")
+    width: int = Field(description="image width in pixels, after the EXIF orientation")
+    height: int = Field(description="image height in pixels, after the EXIF orientation")
+    classes: list[ClassShare] = Field(description="every class of the model, in id order")
+    mask_png: str = Field(description="base64 palette PNG (H, W) whose pixel values are the class ids")
+    color_png: str = Field(description="base64 RGB PNG: each pixel in its class's colour")
+    overlay_png: str = Field(description="base64 RGB PNG: the colour mask blended over the image")
+    inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
+
+
+class LimitsInfo(BaseModel):
+    max_upload_bytes: int
+    max_pixels: int
+    formats: list[str] = Field(description="Pillow names of the accepted image formats")
+
+
+class InfoResponse(BaseModel):
+    model: str = Field(description="the architecture's name (see `pixelwise models`)")
+    checkpoint: str = Field(description="the checkpoint's file name")
+    num_classes: int
+    in_channels: int = Field(description="1: uploads are read as grayscale; 3: as RGB")
+    input_scale: float = Field(description="the model sees images resized by this factor")
+    inference: str = Field(description="whole image or sliding window, test-time augmentation")
+    device: str
+    classes: list[ClassInfo]
+    palette: list[list[int]] = Field(description="(R, G, B) of each class id")
+    alpha: float = Field(description="weight of the mask colour in the overlay")
+    limits: LimitsInfo
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what is wrong with the request")
+
+
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "empty, corrupt or truncated image"},
+    413: {"model": ErrorResponse, "description": "upload over the size limit, or image over the pixel limit"},
+    415: {"model": ErrorResponse, "description": f"not an image in a format this server reads ({_FORMAT_NAMES})"},
+    422: {"model": ErrorResponse, "description": "no `file` field, or a bad query parameter"},
+}
+
+
+# ------------------------------------------------------------------------------------------------- reading uploads
+
+
+def decode_upload(data: bytes, filename: str | None, channels: int, max_pixels: int, workdir: Path) -> torch.Tensor:
+    """Decode an uploaded image exactly as ``pixelwise predict`` reads a file.
+
+    The header is checked first (format, size) from memory; the bytes are then written to ``workdir`` and read by
+    :func:`pixelwise.data.io.read_image` (EXIF orientation, decompression-bomb check, colour-mode conversion).
+
+    Args:
+        data: the uploaded file's bytes.
+        filename: the client's name for it (only for messages).
+        channels: 1 (grayscale) or 3 (RGB), the checkpoint's ``in_channels``.
+        max_pixels: the largest width x height accepted.
+        workdir: an existing private folder for the temporary file.
+
+    Returns:
+        ``tv_tensors.Image`` uint8 (channels, H, W).
+
+    Raises:
+        UploadError: 400 empty, corrupt or truncated; 413 more than ``max_pixels`` pixels or over Pillow's
+            decompression-bomb limit; 415 not an image in :data:`ACCEPTED_FORMATS`.
+    """
+    name = repr(filename) if filename else "the upload"
+    if not data:
+        raise UploadError(400, f"the upload {name} is empty (0 bytes): choose an image file ({_FORMAT_NAMES})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel limit below is lower
+            Image.init()  # every plugin (Image.open's first pass registers only the common ones, not MPO)
+            formats = [f for f in ACCEPTED_FORMATS if f in Image.OPEN]
+            with Image.open(io.BytesIO(data), formats=formats) as im:
+                fmt, (width, height) = im.format, im.size
+    except Image.DecompressionBombError as e:
+        raise UploadError(413, f"the image {name} is refused as a possible decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
+        start = data[:16]
+        raise UploadError(415, f"the upload {name} ({len(data):,} bytes, starting {start!r}) is not an image this "
+                               f"server reads: upload a {_FORMAT_NAMES} file") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UploadError(400, f"the upload {name} has a truncated or corrupt image header ({e})") from e
+    if width * height > max_pixels:
+        raise UploadError(413, f"the image {name} is {width} x {height} = {width * height:,} pixels; this server "
+                               f"segments at most {max_pixels:,} pixels (pixelwise serve --max-pixels)")
+    path = workdir / ("upload." + fmt.lower())
+    path.write_bytes(data)
+    try:
+        return read_image(path, channels)
+    except DatasetError as e:
+        cause = e.__cause__
+        if isinstance(cause, Image.DecompressionBombError):
+            raise UploadError(413, f"the image {name} is refused as a possible decompression bomb ({cause})") from e
+        detail = cause if cause is not None else e
+        raise UploadError(400, f"the {fmt} image {name} cannot be decoded ({detail}): the file is truncated or "
+                               "corrupt") from e
+
+
+# ------------------------------------------------------------------------------------------------------- the model
+
+
+class Segmenter:
+    """A checkpoint's model with the pipeline of :func:`pixelwise.engine.predict.predict_files`, run on one
+    dedicated thread.
+
+    Args:
+        checkpoint: a ``pixelwise train`` checkpoint (``best.pt``, ``last.pt``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        test_time: whole image (default) or sliding window, and test-time augmentation.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or built.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", test_time: InferenceOptions | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.device = resolve_device(device)
+        self.model, self.state = model_from_checkpoint(checkpoint, self.device)
+        self.test_time = test_time
+        self.transform = eval_transforms(self.state["mean"], self.state["std"])
+        self.palette = [tuple(int(v) for v in c) for c in self.state["palette"]]
+        self.classes = list(self.state["classes"])
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.state["in_channels"])
+
+    def _run(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            x = self.transform(image).unsqueeze(0).to(self.device)
+            if self.test_time is not None and self.test_time.augmented:
+                scores = predict_probs(self.model, x, self.test_time, self.state["input_scale"])
+            else:
+                scores = infer_logits(self.model, x, self.state["input_scale"], test_time=self.test_time)
+            pred = scores.argmax(1).to(torch.uint8).cpu().numpy()[0]
+        return pred, 1000 * (time.perf_counter() - start)
+
+    def __call__(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
+        """Segment one image.
+
+        Args:
+            image: uint8 (C, H, W), C = ``in_channels`` (as :func:`read_image` returns it).
+
+        Returns:
+            ``(pred, milliseconds)``: uint8 (H, W) class ids and the inference time.
+
+        Raises:
+            UploadError: 503 when the device runs out of memory, 422 when the model cannot take the image.
+        """
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelwise-model")
+            future = self._executor.submit(self._run, image)
+        try:
+            return future.result()
+        except torch.cuda.OutOfMemoryError as e:
+            raise UploadError(503, f"the {self.device} device ran out of memory on a {image.shape[-1]} x "
+                                   f"{image.shape[-2]} image: try a smaller one") from e
+        except RuntimeError as e:
+            raise UploadError(422, f"the model cannot segment a {image.shape[-1]} x {image.shape[-2]} image "
+                                   f"({str(e).splitlines()[0]})") from e
+
+    def close(self) -> None:
+        """Stop the model's thread once the image in flight is done (a later call starts a new one)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+def _png(array: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes. zlib level 3, not Pillow's 6: a third of the time on photographs for a file
+    about 1 % larger; the pixels are those of predict_files' ``<stem>_color.png`` and ``<stem>_overlay.png``."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+# -------------------------------------------------------------------------------------------- the request body cap
+
+
+class BodyLimit:
+    """ASGI middleware: refuse (413) a POST/PUT/PATCH body over ``limit`` bytes without reading it. A declared
+    Content-Length over the limit is refused at once (the server's HTTP parser holds the client to its
+    Content-Length); a body without one (chunked) is read up to the limit and refused as soon as it passes it."""
+
+    def __init__(self, app, limit: int, upload_limit: int) -> None:
+        self.app, self.limit, self.upload_limit = app, limit, upload_limit
+
+    async def _refuse(self, scope, receive, send, size: str) -> None:
+        text = (f"the upload is {size}; this server takes uploads of at most {self.upload_limit:,} bytes "
+                "(pixelwise serve --max-upload-mb)")
+        await JSONResponse({"detail": text}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await JSONResponse({"detail": "bad Content-Length header"}, status_code=400)(scope, receive, send)
+                return
+            if length > self.limit:
+                await self._refuse(scope, receive, send, f"{length:,} bytes")
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._refuse(scope, receive, send, f"over {self.limit:,} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ---------------------------------------------------------------------------------------------------------- the app
+
+
+def create_app(
+    checkpoint: str | Path,
+    device: str = "auto",
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    test_time: InferenceOptions | None = None,
+    alpha: float = 0.5,
+) -> FastAPI:
+    """The FastAPI application of ``pixelwise serve`` (see the module docstring); the model is loaded here, once.
+
+    Args:
+        checkpoint: a ``pixelwise train`` checkpoint.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
+        max_upload_bytes: the largest uploaded file, in bytes.
+        max_pixels: the largest image, width x height in pixels; at most Pillow's decompression-bomb threshold
+            ``PIL.Image.MAX_IMAGE_PIXELS``.
+        test_time: inference mode and test-time augmentation, as for ``pixelwise predict``.
+        alpha: weight of the mask colour in the overlay, in [0, 1].
+
+    Raises:
+        ConfigError: a non-positive limit, ``max_pixels`` above the decompression-bomb threshold, ``alpha``
+            outside [0, 1].
+        CheckpointError: the checkpoint cannot be read or built.
+    """
+    if max_upload_bytes < 1:
+        raise ConfigError(f"the upload limit must be at least 1 byte, got {max_upload_bytes}")
+    bomb = Image.MAX_IMAGE_PIXELS
+    if max_pixels < 1 or (bomb and max_pixels > bomb):
+        raise ConfigError(f"the pixel limit must be in 1..{bomb:,} (Pillow's decompression-bomb threshold, "
+                          f"PIL.Image.MAX_IMAGE_PIXELS), got {max_pixels:,}" if bomb else
+                          f"the pixel limit must be at least 1, got {max_pixels}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"the overlay alpha must be in [0, 1], got {alpha}")
+    segmenter = Segmenter(checkpoint, device, test_time)
+    state = segmenter.state
+    colours = legend(segmenter.classes, segmenter.palette)
+    class_info = [ClassInfo(id=k, name=name, color=colour) for k, (name, colour) in enumerate(colours)]
+    info = InfoResponse(
+        model=state["model"], checkpoint=segmenter.checkpoint.name, num_classes=len(class_info),
+        in_channels=segmenter.in_channels, input_scale=float(state["input_scale"]),
+        inference=(test_time or InferenceOptions()).describe(), device=str(segmenter.device), classes=class_info,
+        palette=[list(c) for c in segmenter.palette], alpha=alpha,
+        limits=LimitsInfo(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, formats=list(ACCEPTED_FORMATS)),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        segmenter.close()
+
+    from pixelwise import __version__
+
+    app = FastAPI(
+        title="pixelwise serve",
+        version=__version__,
+        description=f"Semantic segmentation with {state['model']} ({len(class_info)} classes: "
+                    f"{', '.join(segmenter.classes)}). Upload an image as multipart/form-data in the field `file`.",
+        lifespan=lifespan,
+    )
+    app.state.segmenter = segmenter
+    app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK, upload_limit=max_upload_bytes)
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_request: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        text = "; ".join(problems) or "invalid request"
+        if any(tuple(item.get("loc", ()))[-1:] == ("file",) for item in error.errors()):
+            text += " (send the image as multipart/form-data in the field 'file')"
+        return JSONResponse({"detail": text}, status_code=422)
+
+    def segment(upload: UploadFile, kinds: tuple[str, ...]) -> tuple[dict, dict[str, bytes]]:
+        data = upload.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise UploadError(413, f"the upload {upload.filename!r} is over {max_upload_bytes:,} bytes, this "
+                                   "server's limit (pixelwise serve --max-upload-mb)")
+        with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
+            image = decode_upload(data, upload.filename, segmenter.in_channels, max_pixels, Path(tmp))
+            pred, ms = segmenter(image)
+            pngs = {}
+            if "mask" in kinds:  # the very writer of predict_files: the same bytes as its <stem>.png
+                pngs["mask"] = save_class_png(pred, Path(tmp) / "mask.png", segmenter.palette).read_bytes()
+        if "color" in kinds:
+            pngs["color"] = _png(colorize(pred, segmenter.palette))
+        if "overlay" in kinds:
+            pngs["overlay"] = _png(overlay(image, pred, segmenter.palette, alpha=alpha))
+        counts = np.bincount(pred.ravel(), minlength=len(class_info))
+        total = int(pred.size)
+        classes = [ClassShare(id=c.id, name=c.name, color=c.color, pixels=int(counts[c.id]),
+                              share=float(counts[c.id]) / total) for c in class_info]
+        meta = {"filename": upload.filename, "width": int(pred.shape[1]), "height": int(pred.shape[0]),
+                "classes": classes, "inference_ms": round(ms, 3)}
+        return meta, pngs
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page(info))
+
+    @app.get("/health", response_model=HealthResponse, summary="liveness")
+    def health() -> HealthResponse:
+        return HealthResponse()
+
+    @app.get("/api/info", response_model=InfoResponse, summary="the model, its classes and the upload limits")
+    def api_info() -> InfoResponse:
+        return info
+
+    @app.post("/api/segment", response_model=SegmentResponse, responses=_ERRORS,
+              summary="segment an image: class shares and the mask, colour mask and overlay as base64 PNGs")
+    def api_segment(file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})")) -> SegmentResponse:
+        meta, pngs = segment(file, ("mask", "color", "overlay"))
+        encoded = {f"{k}_png": base64.b64encode(v).decode("ascii") for k, v in pngs.items()}
+        return SegmentResponse(**meta, **encoded)
+
+    @app.post("/api/segment.png", response_class=Response, summary="segment an image: one PNG",
+              responses={200: {"content": {"image/png": {}}, "description": "the PNG; headers X-Inference-Ms, "
+                                                                              "X-Image-Size (WxH)"}, **_ERRORS})
+    def api_segment_png(
+        file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})"),
+        kind: Literal["mask", "color", "overlay"] = Query(
+            "overlay", description="mask: palette PNG of class ids; color: colour mask; overlay: mask over image"),
+    ) -> Response:
+        meta, pngs = segment(file, (kind,))
+        headers = {"X-Inference-Ms": f"{meta['inference_ms']:.3f}", "X-Image-Size": f"{meta['width']}x{meta['height']}"}
+        return Response(pngs[kind], media_type="image/png", headers=headers)
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------------------- the page
+
+
+def _page(info: InfoResponse) -> str:
+    """The demo page: inline CSS and JavaScript only (it must work with no network)."""
+    classes = ", ".join(c.name for c in info.classes)
+    values = {
+        "__MODEL__": html.escape(info.model),
+        "__CHECKPOINT__": html.escape(info.checkpoint),
+        "__NUM_CLASSES__": str(info.num_classes),
+        "__CLASSES__": html.escape(classes),
+        "__INFERENCE__": html.escape(info.inference),
+        "__DEVICE__": html.escape(info.device),
+        "__MAX_BYTES__": str(info.limits.max_upload_bytes),
+        "__MAX_MB__": f"{info.limits.max_upload_bytes / 1e6:g}",
+        "__MAX_MP__": f"{info.limits.max_pixels / 1e6:g}",
+    }
+    text = _PAGE
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pixelwise: __MODEL__</title>
+<style>
+  :root { --fg: #1d2430; --muted: #667085; --line: #d9dee7; --accent: #2f6fed; --bad: #b42318; }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+         background: #f6f7f9; }
+  header { padding: 14px 24px; background: #fff; border-bottom: 1px solid var(--line); }
+  header h1 { margin: 0; font-size: 19px; }
+  header p { margin: 2px 0 0; color: var(--muted); font-size: 13px; }
+  main { padding: 18px 24px; max-width: 1500px; }
+  #drop { display: flex; align-items: center; gap: 14px; padding: 14px 18px; border: 2px dashed var(--line);
+          border-radius: 10px; background: #fff; }
+  #drop.over { border-color: var(--accent); background: #eef3ff; }
+  #drop .hint { color: var(--muted); font-size: 13px; }
+  #status { margin: 10px 0; min-height: 1.4em; color: var(--muted); }
+  #error { margin: 10px 0; padding: 10px 14px; border-radius: 8px; background: #fef3f2; color: var(--bad);
+           border: 1px solid #fecdca; }
+  #results { display: grid; grid-template-columns: minmax(0, 3fr) minmax(260px, 1fr); gap: 18px;
+             align-items: start; }
+  .images { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;
+            align-items: start; }
+  figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 8px; }
+  figure img { display: block; width: 100%; height: auto; border-radius: 6px; background: #eceff3;
+               image-rendering: auto; }
+  figcaption { display: flex; justify-content: space-between; font-size: 13px; color: var(--muted);
+               margin-top: 6px; }
+  figcaption a { color: var(--accent); text-decoration: none; }
+  aside { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+  aside h2 { margin: 0 0 8px; font-size: 15px; }
+  table { width: 100%; border-collapse: collapse; font-size: 13.5px; }
+  td { padding: 4px 4px; border-top: 1px solid #eef0f4; vertical-align: middle; }
+  td.share { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+  tr.absent { color: #a0a7b4; }
+  .swatch { display: inline-block; width: 16px; height: 16px; border-radius: 4px; vertical-align: middle;
+            border: 1px solid rgba(0, 0, 0, .25); }
+  .bar { height: 6px; border-radius: 3px; background: #eef0f4; overflow: hidden; min-width: 60px; }
+  .bar span { display: block; height: 100%; }
+  footer { margin-top: 16px; color: var(--muted); font-size: 12px; }
+  [hidden] { display: none !important; }
+</style>
+</head>
+<body>
+<header>
+  <h1>pixelwise &middot; __MODEL__</h1>
+  <p>__CHECKPOINT__ &middot; __NUM_CLASSES__ classes (__CLASSES__) &middot; __INFERENCE__ on __DEVICE__</p>
+</header>
+<main>
+  <form id="drop" onsubmit="return false">
+    <input type="file" id="file" name="file" accept="image/jpeg,image/png,image/bmp,image/tiff,image/webp">
+    <span class="hint">or drop an image here &middot; JPEG, PNG, BMP, TIFF, WebP &middot; up to __MAX_MB__ MB and
+      __MAX_MP__ megapixels</span>
+  </form>
+  <div id="status">Choose an image to segment.</div>
+  <div id="error" role="alert" hidden></div>
+  <section id="results" hidden>
+    <div class="images">
+      <figure><img id="source" alt="uploaded image"><figcaption><span>image</span><span id="size"></span>
+        </figcaption></figure>
+      <figure><img id="mask" alt="colour mask"><figcaption><span>mask</span>
+        <span><a id="mask-link" download="mask.png" title="palette PNG whose pixel values are the class ids">class
+        ids</a> &middot; <a id="color-link" download="color.png">colour</a></span></figcaption></figure>
+      <figure><img id="overlay" alt="mask over the image"><figcaption><span>overlay</span>
+        <a id="overlay-link" download="overlay.png">download</a></figcaption></figure>
+    </div>
+    <aside>
+      <h2>Classes <span id="legend-note" style="font-weight: normal; color: var(--muted)"></span></h2>
+      <table id="legend"><tbody></tbody></table>
+    </aside>
+  </section>
+  <footer>API: <a href="api/info">api/info</a> &middot; POST api/segment (JSON) &middot;
+    POST api/segment.png?kind=mask|color|overlay &middot; <a href="openapi.json">openapi.json</a></footer>
+</main>
+<script>
+"use strict";
+const MAX_BYTES = __MAX_BYTES__;
+const $ = (id) => document.getElementById(id);
+let sourceUrl = null;
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = false;
+  $("status").textContent = "";
+}
+
+function pct(share) {
+  const p = 100 * share;
+  return (p > 0 && p < 0.1 ? "<0.1" : p.toFixed(1)) + " %";
+}
+
+function renderLegend(classes) {
+  const body = $("legend").tBodies[0];
+  body.replaceChildren();
+  const sorted = [...classes].sort((a, b) => b.share - a.share || a.id - b.id);
+  for (const c of sorted) {
+    const row = body.insertRow();
+    row.className = c.pixels > 0 ? "present" : "absent";
+    row.dataset.classId = c.id;
+    row.dataset.share = c.share;
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = c.color;
+    row.insertCell().append(sw);
+    const name = row.insertCell();
+    name.className = "name";
+    name.textContent = c.name;
+    const barCell = row.insertCell();
+    barCell.style.width = "35%";
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = (100 * c.share).toFixed(2) + "%";
+    fill.style.background = c.color;
+    bar.append(fill);
+    barCell.append(bar);
+    const share = row.insertCell();
+    share.className = "share";
+    share.textContent = pct(c.share);
+    share.title = c.pixels.toLocaleString() + " pixels";
+  }
+  const present = classes.filter((c) => c.pixels > 0).length;
+  $("legend-note").textContent = "(" + present + " of " + classes.length + " present)";
+}
+
+async function segment(file) {
+  $("error").hidden = true;
+  if (!file) return;
+  if (file.size > MAX_BYTES) {
+    showError(file.name + " is " + file.size.toLocaleString() + " bytes; this server takes at most " +
+              MAX_BYTES.toLocaleString() + " bytes.");
+    return;
+  }
+  $("status").textContent = "Segmenting " + file.name + " \\u2026";
+  const form = new FormData();
+  form.append("file", file, file.name);
+  let response, body;
+  try {
+    response = await fetch("api/segment", { method: "POST", body: form });
+    body = await response.json().catch(() => ({}));
+  } catch (e) {
+    showError("The server could not be reached: " + e);
+    return;
+  }
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+    showError("Error " + response.status + ": " + (detail || response.statusText));
+    return;
+  }
+  if (sourceUrl) URL.revokeObjectURL(sourceUrl);
+  sourceUrl = URL.createObjectURL(file);
+  $("source").src = sourceUrl;
+  const color = "data:image/png;base64," + body.color_png;
+  const over = "data:image/png;base64," + body.overlay_png;
+  $("mask").src = color;
+  $("overlay").src = over;
+  $("mask-link").href = "data:image/png;base64," + body.mask_png;
+  $("color-link").href = color;
+  $("overlay-link").href = over;
+  $("size").textContent = body.width + " \\u00d7 " + body.height;
+  renderLegend(body.classes);
+  $("results").hidden = false;
+  $("status").textContent = file.name + ": " + body.width + " \\u00d7 " + body.height + " pixels, inference " +
+    body.inference_ms.toFixed(1) + " ms";
+}
+
+$("file").addEventListener("change", (e) => segment(e.target.files[0]));
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  if (e.dataTransfer.files.length) segment(e.dataTransfer.files[0]);
+});
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,93 @@
+"""The demo page of ``pixelwise serve`` in headless Chromium (Debian's ``chromium``, driven by playwright): a real
+server subprocess on loopback, a real CamVid image uploaded through the page's file input, the overlay and the
+legend checked in the browser. Without chromium or playwright the test skips, except under CI=true (.ci/run installs
+chromium), where their absence is a failure."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from test_serve import checkpoint, serve  # noqa: F401  (the module-scoped tiny-U-Net fixture)
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The machine has no network: without the background-networking flags Chromium stalls on its update and sync calls.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _sync_playwright():
+    """playwright's ``sync_playwright``, or a skip (a failure under CI=true) naming what is missing."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "the playwright package is not installed (pip install -e '.[test]')"
+    if missing is None and not CHROMIUM.is_file():
+        missing = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser test cannot run: {missing}")
+        pytest.skip(missing)
+    return sync_playwright
+
+
+OVERLAY_LOADED = """() => {
+  const img = document.getElementById("overlay");
+  return img.complete && img.naturalWidth > 0;
+}"""
+
+LEGEND = """rows => rows.map(r => ({
+  name: r.querySelector(".name").textContent,
+  shown: r.querySelector(".share").textContent,
+  share: Number(r.dataset.share),
+  swatch: getComputedStyle(r.querySelector(".swatch")).backgroundColor,
+}))"""
+
+
+def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_dir, tmp_path):  # noqa: F811
+    from pixelwise.engine.checkpoint import load_checkpoint
+
+    sync_playwright = _sync_playwright()
+    state = load_checkpoint(checkpoint)
+    image = sorted((camvid_dir / "images" / "val").iterdir())[0]  # 480 x 360
+    with serve(checkpoint, "--device", "cpu", "--quiet", threads=1) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            script_errors: list[str] = []
+            page.on("pageerror", lambda e: script_errors.append(str(e)))
+            page.goto(url)
+            assert page.title() == "pixelwise: unet"
+            page.set_input_files("#file", str(image))
+            page.wait_for_function(OVERLAY_LOADED, timeout=60_000)
+            for img in ("overlay", "mask", "source"):
+                size = page.evaluate(f"() => [{img}.naturalWidth, {img}.naturalHeight]")
+                assert size == [480, 360], (img, size)
+            rows = page.eval_on_selector_all("#legend tbody tr", LEGEND)
+            assert [r["name"] for r in rows if r["share"] > 0]  # some class is present
+            assert sorted(r["name"] for r in rows) == sorted(state["classes"])
+            assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=1e-6)
+            shown = [float(r["shown"].split()[0].lstrip("<")) for r in rows]  # "49.6 %", "<0.1 %"
+            assert sum(shown) == pytest.approx(100.0, abs=0.1 * len(rows))
+            assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
+            for r in rows:
+                colour = state["palette"][state["classes"].index(r["name"])]
+                assert r["swatch"] == "rgb({}, {}, {})".format(*colour)
+            status = page.inner_text("#status")
+            assert re.search(r"480 . 360 pixels, inference \d+\.\d ms", status), status
+            page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
+
+            # an upload the server refuses: its message on the page, the earlier result left in place
+            page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                                  "buffer": b"this is not an image"}])
+            page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+            error = page.inner_text("#error")
+            assert error.startswith("Error 415:") and "notes.txt" in error and "not an image" in error, error
+            assert not script_errors, script_errors
+        finally:
+            browser.close()
+    assert (tmp_path / "serve_page.png").stat().st_size > 10_000
