@@ -54,13 +54,7 @@ from pydantic import BaseModel, Field
 
 from pixelwise.data.io import read_image
 from pixelwise.data.transforms import eval_transforms
-from pixelwise.engine.inference import (
-    InferenceOptions,
-    infer_logits,
-    model_from_checkpoint,
-    predict_probs,
-    resolve_device,
-)
+from pixelwise.engine.inference import InferenceOptions, class_scores, model_from_checkpoint, resolve_device
 from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
 from pixelwise.viz import colorize, legend, overlay, save_class_png
 
@@ -241,10 +235,7 @@ class Segmenter:
         start = time.perf_counter()
         with torch.inference_mode():
             x = self.transform(image).unsqueeze(0).to(self.device)
-            if self.test_time is not None and self.test_time.augmented:
-                scores = predict_probs(self.model, x, self.test_time, self.state["input_scale"])
-            else:
-                scores = infer_logits(self.model, x, self.state["input_scale"], test_time=self.test_time)
+            scores = class_scores(self.model, x, self.state["input_scale"], test_time=self.test_time)
             pred = scores.argmax(1).to(torch.uint8).cpu().numpy()[0]
         return pred, 1000 * (time.perf_counter() - start)
 

@@ -173,6 +173,28 @@ def predict_probs(
     return total / runs
 
 
+def class_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    input_scale: float = 1.0,
+    out_size: Sequence[int] | None = None,
+    test_time: InferenceOptions | None = None,
+    probs: bool = False,
+) -> torch.Tensor:
+    """Per-class scores whose argmax over dim 1 is the prediction: the logits of :func:`infer_logits`, or, with
+    test-time augmentation (or ``probs=True``), the averaged softmax probabilities of :func:`predict_probs`.
+
+    Args:
+        images: float (N, C, H, W), normalised.
+
+    Returns:
+        float (N, K, H', W'), at ``out_size`` (default (H, W)).
+    """
+    if probs or (test_time is not None and test_time.augmented):
+        return predict_probs(model, images, test_time, input_scale, out_size)
+    return infer_logits(model, images, input_scale, out_size, test_time)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -201,10 +223,7 @@ def evaluate(
             images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if test_time is not None and test_time.augmented:
-                scores = predict_probs(model, images, test_time, input_scale, out_size=masks.shape[-2:])
-            else:
-                scores = infer_logits(model, images, input_scale, out_size=masks.shape[-2:], test_time=test_time)
+            scores = class_scores(model, images, input_scale, masks.shape[-2:], test_time)
         metrics.update(scores.argmax(1), masks)
     metrics.all_reduce()
     return metrics.compute()

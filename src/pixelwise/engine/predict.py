@@ -13,13 +13,7 @@ from tqdm import tqdm
 
 from pixelwise.data.io import IMAGE_EXTENSIONS, read_image
 from pixelwise.data.transforms import eval_transforms
-from pixelwise.engine.inference import (
-    InferenceOptions,
-    infer_logits,
-    model_from_checkpoint,
-    predict_probs,
-    resolve_device,
-)
+from pixelwise.engine.inference import InferenceOptions, class_scores, model_from_checkpoint, resolve_device
 from pixelwise.errors import ConfigError
 from pixelwise.viz import colorize, overlay, save_class_png
 
@@ -96,10 +90,7 @@ def predict_files(
 
     def flush() -> None:
         x = torch.stack([tf(image) for _, image in batch]).to(dev)
-        if save_probs or (test_time is not None and test_time.augmented):
-            scores = predict_probs(model, x, test_time, state["input_scale"])
-        else:
-            scores = infer_logits(model, x, state["input_scale"], test_time=test_time)
+        scores = class_scores(model, x, state["input_scale"], test_time=test_time, probs=save_probs)
         preds = scores.argmax(1).to(torch.uint8).cpu().numpy()
         for k, (f, image) in enumerate(batch):
             pred = preds[k]
