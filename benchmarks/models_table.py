@@ -69,7 +69,7 @@ ROWS: list[tuple[str, str, dict]] = [
     ("segnet_vgg16bn", "segnet", {}),
     ("deconvnet_vgg16bn", "deconvnet", {}),
     ("dilated_frontend_vgg16", "dilated_frontend", {}),
-    ("patch_classifier", "patch_classifier", {}),
+    ("patch_classifier", "patch_classifier", {"dense": True}),  # same logits as sliding, one pass (tested)
 ]
 
 

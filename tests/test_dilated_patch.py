@@ -217,7 +217,7 @@ def test_patch_logits_at_input_size(in_channels: int) -> None:
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize(("patch_size", "pixel"), [(7, (11, 15)), (7, (0, 30)), (17, (12, 20))])
+@pytest.mark.parametrize(("patch_size", "pixel"), [(13, (11, 15)), (13, (0, 30)), (17, (12, 20))])
 def test_patch_one_pixel_changes_logits_only_within_its_window(patch_size: int, pixel: tuple[int, int]) -> None:
     model = PatchClassifier(3, in_channels=1, patch_size=patch_size).eval()
     x = torch.randn(1, 1, 23, 31)
@@ -234,20 +234,20 @@ def test_patch_one_pixel_changes_logits_only_within_its_window(patch_size: int, 
 
 
 def test_patch_logit_is_classifier_on_the_zero_padded_patch() -> None:
-    model = PatchClassifier(5, in_channels=3, patch_size=7).eval()
+    model = PatchClassifier(5, in_channels=3, patch_size=13).eval()
     x = torch.randn(2, 3, 12, 15)
-    padded = F.pad(x, (3, 3, 3, 3))
+    padded = F.pad(x, (6, 6, 6, 6))
     with torch.no_grad():
         logits = model(x)
         for b, i, j in [(0, 0, 0), (1, 11, 14), (0, 6, 7), (1, 0, 14), (1, 11, 0)]:
-            patch = padded[b : b + 1, :, i : i + 7, j : j + 7]
+            patch = padded[b : b + 1, :, i : i + 13, j : j + 13]
             torch.testing.assert_close(logits[b, :, i, j], model.classifier(patch)[0])
 
 
 def test_patch_chunking_does_not_change_result() -> None:
-    model = PatchClassifier(4, patch_size=9).eval()
+    model = PatchClassifier(4, patch_size=13).eval()
     x = torch.randn(2, 3, 11, 13)
-    small_chunks = PatchClassifier(4, patch_size=9, chunk_pixels=7).eval()
+    small_chunks = PatchClassifier(4, patch_size=13, chunk_pixels=7).eval()
     small_chunks.load_state_dict(model.state_dict())
     with torch.no_grad():
         # 7 patches per chunk for a batch of 2: 3 pixels per image, chunks straddle row ends.
@@ -255,11 +255,43 @@ def test_patch_chunking_does_not_change_result() -> None:
 
 
 def test_patch_classifier_rejects_bad_patch_size() -> None:
-    for bad in (16, 3, 4):
+    for bad in (16, 3, 4, 9, 15, 19):
         with pytest.raises(ValueError, match="patch_size"):
             PatchClassifier(2, patch_size=bad)
     with pytest.raises(ConfigError, match="patch_size"):
         build_model("patch_classifier", 2, patch_size=8)
+
+
+@pytest.mark.parametrize(("patch_size", "size"), [(13, (23, 31)), (17, (5, 9)), (21, (30, 17))])
+def test_patch_dense_form_equals_sliding_window(patch_size: int, size: tuple[int, int]) -> None:
+    # The lecture's step from sliding windows to convolution: one pass of the convolutionalized classifier gives
+    # every patch's logits, and the same gradients. float64, so only rounding can differ.
+    torch.manual_seed(0)
+    model = PatchClassifier(6, in_channels=2, patch_size=patch_size).double().train()
+    x = torch.randn(2, 2, *size, dtype=torch.float64)
+    target = torch.randint(0, 6, (2, *size))
+    grads = []
+    for dense in (False, True):
+        model.dense = dense
+        model.zero_grad()
+        logits = model(x)
+        assert logits.shape == (2, 6, *size)
+        F.cross_entropy(logits, target).backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    (sliding, sliding_grads), (dense_logits, dense_grads) = grads
+    torch.testing.assert_close(dense_logits, sliding, rtol=0, atol=1e-12)
+    for g_sliding, g_dense in zip(sliding_grads, dense_grads):
+        torch.testing.assert_close(g_dense, g_sliding, rtol=0, atol=1e-12)
+
+
+def test_patch_dense_is_an_option_of_the_registered_model() -> None:
+    sliding = build_model("patch_classifier", 3)
+    dense = build_model("patch_classifier", 3, dense=True)
+    assert dense.dense and not sliding.dense
+    dense.load_state_dict(sliding.state_dict())  # same parameters, same keys
+    x = torch.randn(1, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(dense.eval()(x), sliding.eval()(x), rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------- registry
