@@ -71,6 +71,10 @@ ROWS = {
     "DeepLabV3+, MobileNetV2": (("deeplabv3plus", {"backbone": "mobilenet_v2", "separable": True}),
                                 "SMP DeepLabV3Plus",
                                 lambda: smp_model("DeepLabV3Plus", "mobilenet_v2")),
+    # SMP's decoder has one separable refinement convolution where the paper has two: the same depth on our side.
+    "DeepLabV3+, MobileNetV2, one refinement conv": (
+        ("deeplabv3plus", {"backbone": "mobilenet_v2", "separable": True, "refine_convs": 1}), "SMP DeepLabV3Plus",
+        lambda: smp_model("DeepLabV3Plus", "mobilenet_v2")),
     "FCN (dilated), ResNet-50": (("fcn_resnet_dilated", {"backbone": "resnet50"}), "torchvision fcn_resnet50",
                                  lambda: tv_model("fcn_resnet50")),
     "DeepLabV3, ResNet-50": (("deeplabv3", {"backbone": "resnet50", "output_stride": 8,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
@@ -98,6 +99,24 @@ def test_deeplabv3plus_decoder_joins_stride_4_features() -> None:
     with torch.no_grad():
         model(torch.randn(1, 3, 96, 128))
     assert seen["in"] == (1, 256 + 48, 24, 32)
+
+
+def test_deeplabv3plus_refine_convs_sets_the_decoder_depth() -> None:
+    """The paper's decoder has two 3x3 refinement convolutions (its Table 2); ``refine_convs`` sets how many, so the
+    decoder of SMP's DeepLabV3Plus (one) can be built for a like-for-like comparison. Fewer than one is refused."""
+    from pixelwise.models import build_model, count_parameters
+
+    kw = dict(backbone="mobilenet_v2", separable=True)
+    two, one = build_model("deeplabv3plus", 4, **kw), build_model("deeplabv3plus", 4, refine_convs=1, **kw)
+    depthwise = [[m.in_channels for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+                 for model in (two, one)]
+    assert depthwise == [[304, 256], [304]]
+    # one separable refinement of width 256: 256*9 depthwise + 256*256 pointwise weights, 2 BNs of 256
+    assert count_parameters(two) - count_parameters(one) == 256 * 9 + 256 * 256 + 2 * 2 * 256
+    y = one(torch.randn(1, 3, 97, 131))
+    assert y.shape == (1, 4, 97, 131)
+    with pytest.raises(ValueError, match="refine_convs"):
+        build_model("deeplabv3plus", 4, refine_convs=0, **kw)
 
 
 def test_separable_aspp_and_decoder_keep_shapes_and_cut_the_work():

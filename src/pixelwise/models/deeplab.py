@@ -96,7 +96,9 @@ class DeepLabV3Plus(nn.Module):
             as for :class:`DeepLabV3`.
         low_level_channels: the stride-4 features are reduced to this many channels (48 in the paper, so they do
             not outweigh the 256 semantic channels).
-        decoder_channels: width of the two 3x3 refinement convolutions (256 in the paper).
+        decoder_channels: width of the 3x3 refinement convolutions (256 in the paper).
+        refine_convs: how many 3x3 refinement convolutions follow the concatenation; the paper's decoder ablation
+            (Table 2) picks two of width 256. segmentation_models_pytorch's DeepLabV3Plus has one.
         separable: ASPP's atrous branches and the two refinement convolutions as atrous separable convolutions
             (depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU), the paper's design; about 5x fewer
             FLOPs in the head. Off by default, as in the paper's ResNet-101 experiments.
@@ -109,7 +111,7 @@ class DeepLabV3Plus(nn.Module):
         (N, in_channels, H, W) float -> (N, K, H, W) float logits, for any H, W.
 
     Raises:
-        ValueError: ``output_stride`` not 8 or 16, an atrous rate < 1.
+        ValueError: ``output_stride`` not 8 or 16, an atrous rate < 1, ``refine_convs`` < 1.
     """
 
     def __init__(
@@ -125,9 +127,12 @@ class DeepLabV3Plus(nn.Module):
         decoder_channels: int = 256,
         separable: bool = False,
         dilate_strided_conv: bool = True,
+        refine_convs: int = 2,
     ) -> None:
         super().__init__()
         rates = _default_rates(output_stride, atrous_rates)
+        if int(refine_convs) < 1:
+            raise ValueError(f"refine_convs must be >= 1 (the paper uses 2), got {refine_convs!r}")
         self.backbone = build_backbone(
             backbone, in_channels=in_channels, output_stride=output_stride, weights=backbone_weights,
             dilate_strided_conv=dilate_strided_conv,
@@ -136,9 +141,9 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates, separable=separable)
         self.reduce_low_level = conv_bn_relu(self.backbone.out_channels[1], low_level_channels, 1)
         refine = separable_conv_bn_relu if separable else conv_bn_relu
+        widths = [aspp_channels + low_level_channels] + [decoder_channels] * int(refine_convs)
         self.decoder = nn.Sequential(
-            refine(aspp_channels + low_level_channels, decoder_channels, 3),
-            refine(decoder_channels, decoder_channels, 3),
+            *(refine(c_in, c_out, 3) for c_in, c_out in zip(widths, widths[1:])),
             nn.Conv2d(decoder_channels, num_classes, 1),
         )
 
@@ -190,9 +195,10 @@ def deeplabv3plus(
     decoder_channels: int = 256,
     separable: bool = False,
     dilate_strided_conv: bool = True,
+    refine_convs: int = 2,
 ) -> DeepLabV3Plus:
     """DeepLabv3+; see :class:`DeepLabV3Plus` for the arguments."""
     return DeepLabV3Plus(
         num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
-        low_level_channels, decoder_channels, separable, dilate_strided_conv,
+        low_level_channels, decoder_channels, separable, dilate_strided_conv, refine_convs,
     )
