@@ -14,9 +14,9 @@ both sides (no ImageNet weights for ResNets exist on this machine). Scored on Ca
 labels). Ours is configured as the peer's architecture, as in benchmarks/train_throughput.py; parameter counts are
 printed so a difference in the network would show. A seed sets the initialisation, the sample order and the
 augmentation, the same for both sides; with one seed per side, differences of a point or two are not a ranking.
-The pair ``unet_init`` is an ablation, not a peer comparison: our U-Net with its decoder and head initialised as SMP
-initialises them (He-uniform convolutions, Xavier head, zero biases), against ours with PyTorch's default
-initialisation.
+The pair ``unet_init`` is an ablation, not a peer comparison: our U-Net's decoder and head initialised three ways,
+U-Net's He-normal (our default), PyTorch's default (``decoder_init="pytorch"``, what ours used before) and SMP's
+(He-uniform convolutions, Xavier head, zero biases).
 
 Runs live in runs/equal_budget/<row>/ (seed 0) and runs/equal_budget/<row>_seed<N>/. Writes
 benchmarks/results/equal_budget.md and the README section between the equal_budget markers.
@@ -71,7 +71,10 @@ def peer_torchvision_deeplabv3(num_classes: int, in_channels: int = 3):
 def ours_unet_smp_init(num_classes: int, in_channels: int = 3, **options):
     from pixelwise.models import build_model
 
-    model = build_model("encoder_unet", num_classes, in_channels, **options)
+    # Built with PyTorch's default initialisation first, as when this row was first trained, so its seeds draw the
+    # same numbers; then SMP's initialize_decoder / initialize_head (segmentation_models_pytorch.base.initialization),
+    # restated.
+    model = build_model("encoder_unet", num_classes, in_channels, **{**options, "decoder_init": "pytorch"})
     # SMP's initialize_decoder / initialize_head (segmentation_models_pytorch.base.initialization), restated.
     for module in model.blocks.modules():
         if isinstance(module, torch.nn.Conv2d):
@@ -96,8 +99,10 @@ PAIRS = {
         ("deeplabv3_resnet50_ours", "pixelwise", *TWINS["DeepLabV3, ResNet-50"][0]),
         ("deeplabv3_resnet50_torchvision", "torchvision deeplabv3_resnet50", "peer_torchvision_deeplabv3", {}),
     ]),
-    "unet_init": ("U-Net, ResNet-34: initialisation ablation", [
-        ("unet_resnet34_ours", "pixelwise (PyTorch default init)", *TWINS["U-Net, ResNet-34"][0]),
+    "unet_init": ("U-Net, ResNet-34: decoder initialisation", [
+        ("unet_resnet34_ours", "pixelwise, U-Net's He init (default)", *TWINS["U-Net, ResNet-34"][0]),
+        ("unet_resnet34_ours_pytorch_init", "pixelwise, PyTorch's default init (`decoder_init=pytorch`)",
+         "encoder_unet", {**TWINS["U-Net, ResNet-34"][0][1], "decoder_init": "pytorch"}),
         ("unet_resnet34_ours_smp_init", "pixelwise, SMP's decoder/head init", "ours_unet_smp_init",
          TWINS["U-Net, ResNet-34"][0][1]),
     ]),

@@ -153,3 +153,26 @@ def test_deeplab_can_keep_the_old_rate_on_the_strided_conv():
     assert rates(ref) == [[1, 2, 2, 2], [2, 4, 4, 4]]
     default = build_model("deeplabv3", 3, backbone="resnet18", output_stride=8)
     assert rates(default) == [[2, 2, 2, 2], [4, 4, 4, 4]]
+
+
+def test_encoder_unet_decoder_starts_from_unets_initialisation() -> None:
+    """U-Net's initialisation (Ronneberger et al. 2015, sec. 3): decoder and logits weights ~ N(0, 2 / fan_in), zero
+    biases; ``decoder_init="pytorch"`` keeps PyTorch's default (uniform, variance 1 / (3 fan_in)). The encoder is
+    untouched by either choice."""
+    torch.manual_seed(0)
+    he = build_model("encoder_unet", 11, backbone="resnet18")
+    torch.manual_seed(0)
+    default = build_model("encoder_unet", 11, backbone="resnet18", decoder_init="pytorch")
+    for a, b in zip(he.backbone.state_dict().values(), default.backbone.state_dict().values()):
+        assert torch.equal(a, b)
+    convs = [m for m in he.blocks.modules() if isinstance(m, torch.nn.Conv2d)] + [he.head]
+    old = [m for m in default.blocks.modules() if isinstance(m, torch.nn.Conv2d)] + [default.head]
+    for conv, old_conv in zip(convs, old):
+        fan_in = conv.weight[0].numel()
+        if conv.weight.numel() < 10_000:  # too few draws for a tight estimate of the spread
+            continue
+        assert abs(conv.weight.std().item() / (2 / fan_in) ** 0.5 - 1) < 0.05
+        assert abs(old_conv.weight.std().item() / (1 / (3 * fan_in)) ** 0.5 - 1) < 0.05
+    assert torch.count_nonzero(he.head.bias) == 0
+    with pytest.raises(ValueError, match="decoder_init"):
+        build_model("encoder_unet", 11, backbone="resnet18", decoder_init="xavier")

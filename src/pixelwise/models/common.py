@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["check_images", "pad_to_multiple"]
+__all__ = ["check_images", "he_init_", "pad_to_multiple"]
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -24,6 +26,25 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     if pad_h == 0 and pad_w == 0 and not exporting:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def he_init_(modules: Iterable[nn.Module]) -> None:
+    """In place: every ``Conv2d`` under ``modules`` gets weights from N(0, 2 / fan_in) and zero biases; every
+    ``BatchNorm2d`` weight 1, bias 0.
+
+    fan_in = in_channels / groups * kernel height * kernel width. The variance keeps the activations' scale through
+    ReLU layers (He, Zhang, Ren, Sun, "Delving Deep into Rectifiers", ICCV 2015); U-Net prescribes it
+    (Ronneberger, Fischer, Brox, MICCAI 2015, sec. 3: standard deviation sqrt(2/N), N the incoming nodes).
+    """
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
 
 def check_images(x: Tensor, in_channels: int) -> None:
