@@ -99,7 +99,7 @@ class DeepLabV3Plus(nn.Module):
         decoder_channels: width of the 3x3 refinement convolutions (256 in the paper).
         refine_convs: how many 3x3 refinement convolutions follow the concatenation; the paper's decoder ablation
             (Table 2) picks two of width 256. segmentation_models_pytorch's DeepLabV3Plus has one.
-        separable: ASPP's atrous branches and the two refinement convolutions as atrous separable convolutions
+        separable: ASPP's atrous branches and the refinement convolutions as atrous separable convolutions
             (depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU), the paper's design; about 5x fewer
             FLOPs in the head. Off by default, as in the paper's ResNet-101 experiments.
         dilate_strided_conv: as for :class:`DeepLabV3`.
