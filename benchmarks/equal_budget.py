@@ -5,6 +5,7 @@ trained by the same pixelwise training loop on CamVid with the same data, augmen
     python benchmarks/equal_budget.py --pairs unet    # one pair
     python benchmarks/equal_budget.py --no-train      # tabulate the runs that exist
     python benchmarks/equal_budget.py --pairs unet --seeds 0 1   # a second seed for each side of a pair
+    python benchmarks/equal_budget.py --pairs deeplabv3 --only deeplabv3_resnet50_ours   # one side (one process each)
 
 The peers are registered as pixelwise models inside this process only (``peer_smp_unet``,
 ``peer_torchvision_deeplabv3``), so both sides of a pair see the identical pipeline: the budget of
@@ -157,8 +158,15 @@ def main() -> int:
     ap.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0],
                     help="seeds to train for the pairs chosen (default 0); every seed with a run is tabulated")
+    ap.add_argument("--only", nargs="+", metavar="ROW", default=None,
+                    help="train only these rows of the chosen pairs (e.g. deeplabv3_resnet50_torchvision), so the "
+                         "two sides of a pair can train in two processes; the rest are tabulated if they exist")
     ap.add_argument("--no-train", action="store_true", help="tabulate existing runs only")
     args = ap.parse_args()
+    names = {row[0] for _, rows in PAIRS.values() for row in rows}
+    unknown = sorted(set(args.only or []) - names)
+    if unknown:
+        ap.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(sorted(names))}")
     lines = ["| architecture | trained | seed | params M | test mIoU | test pixel accuracy | val mIoU | train min |",
              "|---|---|---|---|---|---|---|---|"]
     for key in PAIRS:
@@ -166,8 +174,9 @@ def main() -> int:
         chosen = key in args.pairs and not args.no_train
         for name, side, model, options in rows:
             scores = []
-            for seed in seeds_of(name, args.seeds if chosen else [0]):
-                r = train_and_test(name, model, options, allow_train=chosen, seed=seed)
+            train_row = chosen and (args.only is None or name in args.only)
+            for seed in seeds_of(name, args.seeds if train_row else [0]):
+                r = train_and_test(name, model, options, allow_train=train_row, seed=seed)
                 if r is None:
                     lines.append(f"| {label} | {side} | {seed} | | not run yet | | | |")
                     continue
