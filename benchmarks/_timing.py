@@ -20,6 +20,13 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
                 device: torch.device | str = "cpu") -> dict[str, float]:
     """Run each function ``warmup`` times, then ``repeats`` rounds of one call each in turn (the order alternates
     every round). Returns each function's median seconds per call."""
+    return {n: statistics.median(v) for n, v in interleaved_rounds(fns, repeats, warmup, device).items()}
+
+
+def interleaved_rounds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                       device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """As :func:`interleaved`, but returns every round's seconds per function (index r: round r), so a ratio can
+    be taken round by round, between calls made moments apart."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
@@ -33,7 +40,13 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
             fns[n]()
             sync(device)
             times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return times
+
+
+def ratio_spread(ours: list[float], peer: list[float]) -> tuple[float, float, float]:
+    """Speed ratio ours / peer (peer seconds over ours) of each round: (median, lowest, highest)."""
+    ratios = [p / o for o, p in zip(ours, peer)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def machine(device: torch.device | str = "cpu") -> str:

@@ -6,10 +6,11 @@
 One training step = forward + cross-entropy (ignore_index 255) + backward + SGD (momentum 0.9) step, on a batch of
 8 random 3x256x256 images with 11-class masks, the models built from scratch (no download). Every row times ours
 and the peer in turn (``repeats`` rounds, the order alternating), reports images/s and the ratio ours / peer (above
-1: ours is faster). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` of a step; on the CPU the growth of the
-process's peak resident set (VmHWM) over a few steps, each side measured in a fresh subprocess. Also printed: each
-model's parameters and forward GFLOPs at 256x256 (torch.utils.flop_counter), so a row that compares different
-amounts of work says so. Peers are optional: ``pip install segmentation-models-pytorch`` (torchvision is a
+1: ours is faster) as the median of the rounds' ratios, with the lowest and highest round beside it, so the spread
+of a busy machine shows. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` of a step; on the CPU the growth
+of the process's peak resident set (VmHWM) over a few steps, each side measured in a fresh subprocess. Also
+printed: each model's parameters and forward GFLOPs at 256x256 (torch.utils.flop_counter), so a row that compares
+different amounts of work says so. Peers are optional: ``pip install segmentation-models-pytorch`` (torchvision is a
 dependency already); rows whose peer is missing are skipped.
 
 Writes benchmarks/results/train_throughput[_cuda][_bf16].md and the README section between the matching markers.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
-from _timing import interleaved, machine  # noqa: E402
+from _timing import interleaved_rounds, machine, ratio_spread  # noqa: E402
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
 
@@ -191,8 +193,9 @@ def main() -> None:
         params = (count_parameters(ours) / 1e6, count_parameters(peer) / 1e6)
         steps = {s: Step(m, device, args.batch, args.size, args.precision, args.channels_last)
                  for s, m in (("ours", ours), ("peer", peer))}
-        t = interleaved(steps, repeats=args.repeats, warmup=1, device=device)
-        ips = {s: args.batch / t[s] for s in t}
+        rounds = interleaved_rounds(steps, repeats=args.repeats, warmup=1, device=device)
+        ips = {s: args.batch / statistics.median(v) for s, v in rounds.items()}
+        ratio, low, high = ratio_spread(rounds["ours"], rounds["peer"])
         if args.no_memory:
             mem = ""
         else:
@@ -200,7 +203,7 @@ def main() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in options.items())
         rows.append(
             f"| {row} | `{name}({opts})` | {peer_label} | {ips['ours']:.2f} | {ips['peer']:.2f} | "
-            f"**{ips['ours'] / ips['peer']:.2f}** |{mem} {params[0]:.1f} / {params[1]:.1f} | "
+            f"**{ratio:.2f}** ({low:.2f}-{high:.2f}) |{mem} {params[0]:.1f} / {params[1]:.1f} | "
             f"{flops[0]:.1f} / {flops[1]:.1f} |"
         )
         print(rows[-1], flush=True)
@@ -208,13 +211,15 @@ def main() -> None:
     mem_head = " peak memory MiB (ours / peer) |" if not args.no_memory else ""
     mem_rule = "---|" if not args.no_memory else ""
     flags = (f" --device {device.type}" + (f" --precision {args.precision}" if args.precision != "fp32" else "")
-             + (" --channels-last" if args.channels_last else ""))
+             + (" --channels-last" if args.channels_last else "")
+             + f" --threads {torch.get_num_threads()} --repeats {args.repeats}")
     text = (
         f"Training step (forward + cross-entropy + backward + SGD step), batch {args.batch} of 3x{args.size}x"
         f"{args.size}, {NUM_CLASSES} classes, {args.precision}{', channels_last' if args.channels_last else ''}; "
-        f"images/s, median of {args.repeats} interleaved steps. {machine(device)}.\n\n"
-        f"| architecture | ours | peer | ours img/s | peer img/s | ours / peer |{mem_head} params M (ours / peer) "
-        f"| GFLOPs fwd at {args.size}x{args.size} (ours / peer) |\n"
+        f"images/s, median of {args.repeats} interleaved steps; ours / peer: the median of the rounds' speed ratios, "
+        f"in brackets the lowest and highest round. {machine(device)}.\n\n"
+        f"| architecture | ours | peer | ours img/s | peer img/s | ours / peer (range) |{mem_head} "
+        f"params M (ours / peer) | GFLOPs fwd at {args.size}x{args.size} (ours / peer) |\n"
         f"|---|---|---|---|---|---|{mem_rule}---|---|\n" + "\n".join(rows) + "\n\n"
         f"Command: `python benchmarks/train_throughput.py{flags}`; data: random tensors (the speed of a step does "
         "not depend on the pixel values).\n"
