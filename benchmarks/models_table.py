@@ -53,17 +53,14 @@ BUDGET = {
 ROWS: list[tuple[str, str, dict]] = [
     ("fcn8s_mnv2_scratch", "fcn8s", {"backbone": "mobilenet_v2"}),
     ("fcn8s_mnv2_imagenet", "fcn8s", {"backbone": "mobilenet_v2", "backbone_weights": WEIGHTS}),
-    # The encoder_unet rows were trained before U-Net's He initialisation became encoder_unet's default; they keep
-    # PyTorch's default (decoder_init="pytorch") until they are retrained.
-    ("encoder_unet_mnv2_scratch", "encoder_unet", {"backbone": "mobilenet_v2", "decoder_init": "pytorch"}),
-    ("encoder_unet_mnv2_imagenet", "encoder_unet", {"backbone": "mobilenet_v2", "backbone_weights": WEIGHTS,
-                                                    "decoder_init": "pytorch"}),
+    ("encoder_unet_mnv2_scratch", "encoder_unet", {"backbone": "mobilenet_v2"}),
+    ("encoder_unet_mnv2_imagenet", "encoder_unet", {"backbone": "mobilenet_v2", "backbone_weights": WEIGHTS}),
     ("deeplabv3plus_mnv2_scratch", "deeplabv3plus", {"backbone": "mobilenet_v2"}),
     ("deeplabv3plus_mnv2_imagenet", "deeplabv3plus", {"backbone": "mobilenet_v2", "backbone_weights": WEIGHTS}),
     ("deeplabv3_mnv2_scratch", "deeplabv3", {"backbone": "mobilenet_v2"}),
     ("deeplabv3_mnv2_imagenet", "deeplabv3", {"backbone": "mobilenet_v2", "backbone_weights": WEIGHTS}),
     ("unet_base16", "unet", {"base_channels": 16}),
-    ("encoder_unet_resnet34", "encoder_unet", {"decoder_init": "pytorch"}),
+    ("encoder_unet_resnet34", "encoder_unet", {}),
     ("deeplabv3_resnet50", "deeplabv3", {}),
     ("deeplabv3plus_resnet50", "deeplabv3plus", {}),
     ("fcn32s_vgg16", "fcn32s", {}),
