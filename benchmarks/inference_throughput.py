@@ -7,7 +7,8 @@ process, with the achieved GFLOP/s set against the machine's measured matrix-mul
 One inference call = a forward pass under ``torch.inference_mode`` (and ``torch.autocast`` for bf16) of a batch of
 random 3x512x512 images through the architectures of benchmarks/train_throughput.py, models built from scratch in
 eval mode. Every row times ours and the peer in turn (``repeats`` rounds, the order alternating, after one warm-up
-call each) and reports images/s and the ratio ours / peer (above 1: ours is faster).
+call each) and reports images/s and the ratio ours / peer (above 1: ours is faster) as the median of the rounds'
+ratios, with the lowest and highest round beside it, so the spread of a busy machine shows.
 
 The roofline: before the rows, a square matrix product (2048 on the CPU, 8192 on CUDA) is timed at each precision
 with the same thread count (after a 256-wide probe); its GFLOP/s is the practical peak of this machine for dense
@@ -23,6 +24,7 @@ Writes benchmarks/results/inference_throughput[_cuda].md and the README section 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
-from _timing import interleaved, machine, sync  # noqa: E402
+from _timing import interleaved_rounds, machine, ratio_spread, sync  # noqa: E402
 from train_throughput import ROWS, build, gflops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -114,15 +116,16 @@ def main() -> None:
         for precision in usable:
             for batch in args.batch_sizes:
                 calls = {s: Infer(m, device, batch, args.size, precision) for s, m in models.items()}
-                t = interleaved(calls, repeats=args.repeats, warmup=1, device=device)
-                ips = {s: batch / t[s] for s in t}
+                rounds = interleaved_rounds(calls, repeats=args.repeats, warmup=1, device=device)
+                ips = {s: batch / statistics.median(v) for s, v in rounds.items()}
+                ratio, low, high = ratio_spread(rounds["ours"], rounds["peer"])
                 achieved = flops[0] * ips["ours"]
                 share = f"{100 * achieved / roof[precision]:.0f} %"
                 if peak is not None and precision == "bf16":
                     share += f" ({100 * achieved / (1000 * peak):.1f} % of {peak:.0f} TFLOP/s nominal)"
                 rows.append(
                     f"| {row} | {peer_label} | {batch} | {precision} | {ips['ours']:.2f} | {ips['peer']:.2f} | "
-                    f"**{ips['ours'] / ips['peer']:.2f}** | {flops[0]:.1f} / {flops[1]:.1f} | {achieved:.1f} | "
+                    f"**{ratio:.2f}** ({low:.2f}-{high:.2f}) | {flops[0]:.1f} / {flops[1]:.1f} | {achieved:.1f} | "
                     f"{share} |"
                 )
                 print(rows[-1], flush=True)
@@ -136,12 +139,14 @@ def main() -> None:
         for p in skipped)
     flags = (f" --device {device.type}" if device.type != "cpu" else "") + (
         f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "") + (
-        f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "")
+        f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "") + (
+        f" --threads {torch.get_num_threads()} --repeats {args.repeats}")
     text = (
         f"Inference (forward pass, eval mode, `torch.inference_mode`) on random 3x{args.size}x{args.size} images; "
-        f"images/s, median of {args.repeats} interleaved calls after one warm-up. {machine(device)}. "
+        f"images/s, median of {args.repeats} interleaved calls after one warm-up; ours / peer: the median of the "
+        f"rounds' speed ratios, in brackets the lowest and highest round. {machine(device)}. "
         f"Roofline (measured {n}x{n} matmul): {roof_text}.{note}\n\n"
-        f"| architecture | peer | batch | precision | ours img/s | peer img/s | ours / peer | GFLOPs per image "
+        f"| architecture | peer | batch | precision | ours img/s | peer img/s | ours / peer (range) | GFLOPs per image "
         f"(ours / peer) | ours GFLOP/s | ours, share of matmul rate |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Command: `python benchmarks/inference_throughput.py{flags}`; data: random tensors (the speed of a forward "
