@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -17,29 +18,52 @@ def sync(device: torch.device | str) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                device: torch.device | str = "cpu") -> dict[str, float]:
-    """Run each function ``warmup`` times, then ``repeats`` rounds of one call each in turn (the order alternates
-    every round). Returns each function's median seconds per call."""
-    return {n: statistics.median(v) for n, v in interleaved_rounds(fns, repeats, warmup, device).items()}
+                device: torch.device | str = "cpu", min_round_seconds: float = 0.0) -> dict[str, float]:
+    """Run each function ``warmup`` times, then ``repeats`` rounds in turn (the order alternates every round).
+    Returns each function's median seconds per call. ``min_round_seconds``: see :func:`interleaved_rounds`."""
+    rounds = interleaved_rounds(fns, repeats, warmup, device, min_round_seconds)
+    return {n: statistics.median(v) for n, v in rounds.items()}
+
+
+def calls_per_round(fns: dict[str, Callable[[], object]], min_round_seconds: float,
+                    device: torch.device | str = "cpu") -> int:
+    """How many calls one round makes so that the fastest function's round lasts at least ``min_round_seconds``
+    (as timeit's autorange does): one probe call each, timed after the warm-up. 1 when ``min_round_seconds`` <= 0."""
+    if min_round_seconds <= 0:
+        return 1
+    fastest = float("inf")
+    for fn in fns.values():
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        fastest = min(fastest, time.perf_counter() - t0)
+    return max(1, math.ceil(min_round_seconds / max(fastest, 1e-9)))
 
 
 def interleaved_rounds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                       device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """As :func:`interleaved`, but returns every round's seconds per function (index r: round r), so a ratio can
-    be taken round by round, between calls made moments apart."""
+                       device: torch.device | str = "cpu", min_round_seconds: float = 0.0) -> dict[str, list[float]]:
+    """As :func:`interleaved`, but returns every round's seconds per call for each function (index r: round r), so
+    a ratio can be taken round by round, between calls made moments apart.
+
+    A round is one call per function, or, with ``min_round_seconds`` > 0, the same number of back-to-back calls per
+    function (:func:`calls_per_round`), so that a call of a tenth of a second is not timed alone; the round's time
+    is divided by that number."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
             fns[n]()
     sync(device)
+    per_round = calls_per_round(fns, min_round_seconds, device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names if r % 2 == 0 else reversed(names):
             sync(device)
             t0 = time.perf_counter()
-            fns[n]()
+            for _ in range(per_round):
+                fns[n]()
             sync(device)
-            times[n].append(time.perf_counter() - t0)
+            times[n].append((time.perf_counter() - t0) / per_round)
     return times
 
 

@@ -2,13 +2,16 @@
 process, with the achieved GFLOP/s set against the machine's measured matrix-multiplication rate.
 
     python benchmarks/inference_throughput.py [--device cpu|cuda] [--batch-sizes 1 8] [--precisions fp32 bf16]
-                                              [--rows NAME ...] [--repeats 3] [--size 512]
+                                              [--rows NAME ...] [--repeats 3] [--min-round-seconds 1]
+                                              [--size 512]
 
 One inference call = a forward pass under ``torch.inference_mode`` (and ``torch.autocast`` for bf16) of a batch of
 random 3x512x512 images through the architectures of benchmarks/train_throughput.py, models built from scratch in
 eval mode. Every row times ours and the peer in turn (``repeats`` rounds, the order alternating, after one warm-up
 call each) and reports images/s and the ratio ours / peer (above 1: ours is faster) as the median of the rounds'
-ratios, with the lowest and highest round beside it, so the spread of a busy machine shows.
+ratios, with the lowest and highest round beside it, so the spread of a busy machine shows. A round makes the same
+number of back-to-back calls on each side, as many as the faster side needs to fill ``--min-round-seconds`` (one
+call for the slow rows; several for a 0.1 s call at batch 1, which timed alone varies by a fifth from run to run).
 
 The roofline: before the rows, a square matrix product (2048 on the CPU, 8192 on CUDA) is timed at each precision
 with the same thread count (after a 256-wide probe); its GFLOP/s is the practical peak of this machine for dense
@@ -89,6 +92,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--precisions", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--min-round-seconds", type=float, default=1.0,
+                    help="each round repeats the call until the faster side has run this long (0: one call)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
@@ -116,7 +121,8 @@ def main() -> None:
         for precision in usable:
             for batch in args.batch_sizes:
                 calls = {s: Infer(m, device, batch, args.size, precision) for s, m in models.items()}
-                rounds = interleaved_rounds(calls, repeats=args.repeats, warmup=1, device=device)
+                rounds = interleaved_rounds(calls, repeats=args.repeats, warmup=1, device=device,
+                                            min_round_seconds=args.min_round_seconds)
                 ips = {s: batch / statistics.median(v) for s, v in rounds.items()}
                 ratio, low, high = ratio_spread(rounds["ours"], rounds["peer"])
                 achieved = flops[0] * ips["ours"]
@@ -140,11 +146,12 @@ def main() -> None:
     flags = (f" --device {device.type}" if device.type != "cpu" else "") + (
         f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "") + (
         f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "") + (
-        f" --threads {torch.get_num_threads()} --repeats {args.repeats}")
+        f" --threads {torch.get_num_threads()} --repeats {args.repeats} --min-round-seconds {args.min_round_seconds:g}")
     text = (
         f"Inference (forward pass, eval mode, `torch.inference_mode`) on random 3x{args.size}x{args.size} images; "
-        f"images/s, median of {args.repeats} interleaved calls after one warm-up; ours / peer: the median of the "
-        f"rounds' speed ratios, in brackets the lowest and highest round. {machine(device)}. "
+        f"images/s, median of {args.repeats} interleaved rounds after one warm-up call, a round being as many calls "
+        f"as fill {args.min_round_seconds:g} s on the faster side (the same number on both); ours / peer: the median "
+        f"of the rounds' speed ratios, in brackets the lowest and highest round. {machine(device)}. "
         f"Roofline (measured {n}x{n} matmul): {roof_text}.{note}\n\n"
         f"| architecture | peer | batch | precision | ours img/s | peer img/s | ours / peer (range) | GFLOPs per image "
         f"(ours / peer) | ours GFLOP/s | ours, share of matmul rate |\n"
