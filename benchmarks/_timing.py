@@ -26,10 +26,13 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
 
 
 def calls_per_round(fns: dict[str, Callable[[], object]], min_round_seconds: float,
-                    device: torch.device | str = "cpu") -> int:
+                    device: torch.device | str = "cpu", last_seconds: dict[str, float] | None = None) -> int:
     """How many calls one round makes so that the fastest function's round lasts at least ``min_round_seconds``
-    (as timeit's autorange does): one probe call each, timed after the warm-up. 1 when ``min_round_seconds`` <= 0."""
+    (as timeit's autorange does), from one probe call each after the warm-up. 1 when ``min_round_seconds`` <= 0,
+    and, without a probe, when every function's ``last_seconds`` (its last warm-up call) already reached it."""
     if min_round_seconds <= 0:
+        return 1
+    if last_seconds and min(last_seconds.values()) >= min_round_seconds:
         return 1
     fastest = float("inf")
     for fn in fns.values():
@@ -50,11 +53,15 @@ def interleaved_rounds(fns: dict[str, Callable[[], object]], repeats: int, warmu
     function (:func:`calls_per_round`), so that a call of a tenth of a second is not timed alone; the round's time
     is divided by that number."""
     names = list(fns)
+    last: dict[str, float] = {}
     for _ in range(warmup):
         for n in names:
+            sync(device)
+            t0 = time.perf_counter()
             fns[n]()
-    sync(device)
-    per_round = calls_per_round(fns, min_round_seconds, device)
+            sync(device)
+            last[n] = time.perf_counter() - t0
+    per_round = calls_per_round(fns, min_round_seconds, device, last)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names if r % 2 == 0 else reversed(names):

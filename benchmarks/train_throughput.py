@@ -70,10 +70,13 @@ ROWS = {
                          lambda: smp_model("Unet", "resnet34")),
     "DeepLabV3+, ResNet-50": (("deeplabv3plus", {"backbone": "resnet50", "separable": True}), "SMP DeepLabV3Plus",
                               lambda: smp_model("DeepLabV3Plus", "resnet50")),
+    # SMP's decoder has one separable refinement convolution where the paper has two: the same depth on our side.
+    "DeepLabV3+, ResNet-50, one refinement conv": (
+        ("deeplabv3plus", {"backbone": "resnet50", "separable": True, "refine_convs": 1}), "SMP DeepLabV3Plus",
+        lambda: smp_model("DeepLabV3Plus", "resnet50")),
     "DeepLabV3+, MobileNetV2": (("deeplabv3plus", {"backbone": "mobilenet_v2", "separable": True}),
                                 "SMP DeepLabV3Plus",
                                 lambda: smp_model("DeepLabV3Plus", "mobilenet_v2")),
-    # SMP's decoder has one separable refinement convolution where the paper has two: the same depth on our side.
     "DeepLabV3+, MobileNetV2, one refinement conv": (
         ("deeplabv3plus", {"backbone": "mobilenet_v2", "separable": True, "refine_convs": 1}), "SMP DeepLabV3Plus",
         lambda: smp_model("DeepLabV3Plus", "mobilenet_v2")),
