@@ -21,7 +21,9 @@ the device is one whose datasheet figure is listed below. A precision whose meas
 fp32's has no hardware support on this machine (bf16 on a CPU without AVX512-BF16 or AMX runs through a scalar
 fallback): its rows are skipped and the table says so, with the measured rate.
 
-Writes benchmarks/results/inference_throughput[_cuda].md and the README section between the matching markers.
+The table names the heap allocator (both sides share it); under a preloaded jemalloc, tcmalloc or mimalloc the
+results file and README section get its name as a suffix. Writes benchmarks/results/inference_throughput[_cuda]
+[_jemalloc].md and the README section between the matching markers.
 """
 
 from __future__ import annotations

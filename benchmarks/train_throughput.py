@@ -13,7 +13,10 @@ printed: each model's parameters and forward GFLOPs at 256x256 (torch.utils.flop
 different amounts of work says so. Peers are optional: ``pip install segmentation-models-pytorch`` (torchvision is a
 dependency already); rows whose peer is missing are skipped.
 
-Writes benchmarks/results/train_throughput[_cuda][_bf16].md and the README section between the matching markers.
+Both sides share the process's heap allocator, which the table names; run under ``LD_PRELOAD`` of jemalloc,
+tcmalloc or mimalloc, the results file and README section get its name as a suffix. Writes
+benchmarks/results/train_throughput[_cuda][_bf16|_fp16][_nhwc][_jemalloc].md and the README section between the
+matching markers.
 """
 
 from __future__ import annotations
