@@ -94,26 +94,19 @@ def _preloaded_allocator() -> tuple[str, str] | None:
     return None
 
 
-def allocator() -> str:
-    """The heap allocator of this process, for a table's header: jemalloc, tcmalloc or mimalloc when one is mapped,
-    with ``MALLOC_CONF`` if set, else the C library's malloc. Both sides of an interleaved comparison share it; on a
-    CPU it moves throughput by tens of percent (large activations mapped and unmapped every step), so a table names
-    it."""
+def allocator() -> tuple[str, str, str]:
+    """The heap allocator of this process: (label for a table's header, suffix for a results file name, environment
+    prefix for the table's Command line). jemalloc, tcmalloc or mimalloc when one is mapped, with ``MALLOC_CONF``
+    if set, e.g. ("jemalloc (MALLOC_CONF=...)", "_jemalloc", "LD_PRELOAD=/usr/lib/.../libjemalloc.so.2
+    MALLOC_CONF=... "); else ("glibc malloc", "", ""). Both sides of an interleaved comparison share it; on a CPU it
+    moves throughput by tens of percent (large activations mapped and unmapped every step), so a table names it."""
     found = _preloaded_allocator()
     if found is None:
-        return "glibc malloc" if platform.libc_ver()[0] == "glibc" else "the C library's malloc"
+        return ("glibc malloc" if platform.libc_ver()[0] == "glibc" else "the C library's malloc"), "", ""
+    name, path = found
     conf = os.environ.get("MALLOC_CONF")
-    return found[0] + (f" (MALLOC_CONF={conf})" if conf else "")
-
-
-def allocator_command() -> tuple[str, str]:
-    """(suffix for a results file name, environment prefix for the table's Command line): ("", "") under the C
-    library's malloc, else e.g. ("_jemalloc", "LD_PRELOAD=/usr/lib/.../libjemalloc.so.2 MALLOC_CONF=... ")."""
-    found = _preloaded_allocator()
-    if found is None:
-        return "", ""
-    conf = os.environ.get("MALLOC_CONF")
-    return f"_{found[0]}", f"LD_PRELOAD={found[1]} " + (f"MALLOC_CONF={conf} " if conf else "")
+    label = name + (f" (MALLOC_CONF={conf})" if conf else "")
+    return label, f"_{name}", f"LD_PRELOAD={path} " + (f"MALLOC_CONF={conf} " if conf else "")
 
 
 def machine(device: torch.device | str = "cpu") -> str:

@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
-from _timing import allocator, allocator_command, interleaved_rounds, machine, ratio_spread, sync  # noqa: E402
+from _timing import allocator, interleaved_rounds, machine, ratio_spread, sync  # noqa: E402
 from train_throughput import ROWS, build, gflops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,13 +150,13 @@ def main() -> None:
         f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "") + (
         f" --size {args.size}" if args.size != 512 else "") + (
         f" --threads {torch.get_num_threads()} --repeats {args.repeats} --min-round-seconds {args.min_round_seconds:g}")
-    suffix, env = allocator_command()
+    heap, suffix, env = allocator()
     text = (
         f"Inference (forward pass, eval mode, `torch.inference_mode`) on random 3x{args.size}x{args.size} images; "
         f"images/s, median of {args.repeats} interleaved rounds after one warm-up call, a round being as many calls "
         f"as fill {args.min_round_seconds:g} s on the faster side (the same number on both); ours / peer: the median "
         f"of the rounds' speed ratios, in brackets the lowest and highest round. {machine(device)}; heap allocator: "
-        f"{allocator()}. "
+        f"{heap}. "
         f"Roofline (measured {n}x{n} matmul): {roof_text}.{note}\n\n"
         f"| architecture | peer | batch | precision | ours img/s | peer img/s | ours / peer (range) | GFLOPs per image "
         f"(ours / peer) | ours GFLOP/s | ours, share of matmul rate |\n"

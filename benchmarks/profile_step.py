@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import allocator, allocator_command, machine  # noqa: E402
+from _timing import allocator, machine  # noqa: E402
 from train_throughput import ROWS, Step, build  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def main() -> None:
         (ot, oc), (pt, pc) = sides["ours"].get(name, (0.0, 0)), sides["peer"].get(name, (0.0, 0))
         lines.append(f"| `{name}` | {ot:.3f} | {pt:.3f} | {oc} | {pc} |")
     _, peer_label, _ = ROWS[args.row]
-    _, env = allocator_command()
+    heap, suffix, env = allocator()
     flags = (f" --steps {args.steps}" if args.steps != 2 else "") + (f" --top {args.top}" if args.top != 15 else "") \
         + (f" --batch {args.batch}" if args.batch != 8 else "") + (f" --size {args.size}" if args.size != 256 else "") \
         + (f" --threads {args.threads}" if args.threads != 1 else "")
@@ -70,14 +70,14 @@ def main() -> None:
         f"torch.profiler over {args.steps} training steps (forward + cross-entropy + backward + SGD step) of "
         f"{args.row}: ours against {peer_label}; batch {args.batch} of 3x{args.size}x{args.size}, fp32, random "
         f"tensors. Self-CPU seconds and calls per step, the {args.top} operators with the most time on either "
-        f"side. {machine()}; heap allocator: {allocator()}.\n\n"
+        f"side. {machine()}; heap allocator: {heap}.\n\n"
         "| operator | ours s/step | peer s/step | ours calls/step | peer calls/step |\n|---|---|---|---|---|\n"
         + "\n".join(lines)
         + f"\n| total (every operator) | **{total['ours']:.3f}** | **{total['peer']:.3f}** | | |\n\n"
         f"Command: `{env}python benchmarks/profile_step.py --row \"{args.row}\"{flags}`.\n"
     )
     slug = re.sub(r"[^a-z0-9]+", "_", args.row.lower()).strip("_")
-    out = ROOT / "benchmarks" / "results" / f"profile_step_{slug}{allocator_command()[0]}.md"
+    out = ROOT / "benchmarks" / "results" / f"profile_step_{slug}{suffix}.md"
     out.write_text(text)
     print(text)
 

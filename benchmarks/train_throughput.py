@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
-from _timing import allocator, allocator_command, interleaved_rounds, machine, ratio_spread  # noqa: E402
+from _timing import allocator, interleaved_rounds, machine, ratio_spread  # noqa: E402
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
 
@@ -214,7 +214,7 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
         del steps, ours, peer
-    suffix, env = allocator_command()
+    heap, suffix, env = allocator()
     mem_head = " peak memory MiB (ours / peer) |" if not args.no_memory else ""
     mem_rule = "---|" if not args.no_memory else ""
     flags = (f" --device {device.type}" + (f" --precision {args.precision}" if args.precision != "fp32" else "")
@@ -226,7 +226,7 @@ def main() -> None:
         f"Training step (forward + cross-entropy + backward + SGD step), batch {args.batch} of 3x{args.size}x"
         f"{args.size}, {NUM_CLASSES} classes, {args.precision}{', channels_last' if args.channels_last else ''}; "
         f"images/s, median of {args.repeats} interleaved steps; ours / peer: the median of the rounds' speed ratios, "
-        f"in brackets the lowest and highest round. {machine(device)}; heap allocator: {allocator()}.\n\n"
+        f"in brackets the lowest and highest round. {machine(device)}; heap allocator: {heap}.\n\n"
         f"| architecture | ours | peer | ours img/s | peer img/s | ours / peer (range) |{mem_head} "
         f"params M (ours / peer) | GFLOPs fwd at {args.size}x{args.size} (ours / peer) |\n"
         f"|---|---|---|---|---|---|{mem_rule}---|---|\n" + "\n".join(rows) + "\n\n"
