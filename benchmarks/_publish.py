@@ -20,3 +20,12 @@ def publish(name: str, text: str, marker: str | None = None) -> None:
     if start in body and end in body:
         head, rest = body.split(start, 1)
         readme.write_text(f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
+
+
+def publish_unless_subset(name: str, text: str, subset: list[str] | None) -> None:
+    """:func:`publish`, unless the run timed only ``subset`` of a benchmark's rows (its ``--rows``): a partial table
+    must not replace the full one, so it stays on the screen and this says so."""
+    if subset:
+        print(f"--rows timed a subset: benchmarks/results/{name}.md and the README keep the full table.")
+    else:
+        publish(name, text)

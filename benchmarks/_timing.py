@@ -109,6 +109,13 @@ def allocator() -> tuple[str, str, str]:
     return label, f"_{name}", f"LD_PRELOAD={path} " + (f"MALLOC_CONF={conf} " if conf else "")
 
 
+def threads_suffix(device: torch.device | str = "cpu") -> str:
+    """Suffix for a results file name measured on more than one CPU thread (e.g. "_2threads"); "" at one thread
+    and on CUDA. A table at one thread and one at every core are different measurements and keep separate files."""
+    n = torch.get_num_threads()
+    return "" if torch.device(device).type == "cuda" or n == 1 else f"_{n}threads"
+
+
 def machine(device: torch.device | str = "cpu") -> str:
     """One line naming what the figures were measured on."""
     device = torch.device(device)

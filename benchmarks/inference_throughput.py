@@ -22,8 +22,9 @@ fp32's has no hardware support on this machine (bf16 on a CPU without AVX512-BF1
 fallback): its rows are skipped and the table says so, with the measured rate.
 
 The table names the heap allocator (both sides share it); under a preloaded jemalloc, tcmalloc or mimalloc the
-results file and README section get its name as a suffix. Writes benchmarks/results/inference_throughput[_cuda]
-[_jemalloc].md and the README section between the matching markers.
+results file and README section get its name as a suffix, as a CPU run on more than one thread gets its thread
+count. Writes benchmarks/results/inference_throughput[_cuda][_2threads][_jemalloc].md and the README section
+between the matching markers. A run of a subset of ``--rows`` only prints its table.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import publish  # noqa: E402
-from _timing import allocator, interleaved_rounds, machine, ratio_spread, sync  # noqa: E402
+from _publish import publish_unless_subset  # noqa: E402
+from _timing import allocator, interleaved_rounds, machine, ratio_spread, sync, threads_suffix  # noqa: E402
 from train_throughput import ROWS, build, gflops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,7 +91,8 @@ class Infer:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--rows", nargs="+", default=None, help=f"a subset of: {'; '.join(ROWS)}")
+    ap.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), metavar="NAME",
+                    help=f"a subset of: {'; '.join(ROWS)} (printed only, not published)")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--precisions", nargs="+", choices=list(DTYPES), default=["fp32", "bf16"])
     ap.add_argument("--repeats", type=int, default=3)
@@ -149,7 +151,8 @@ def main() -> None:
         f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [1, 8] else "") + (
         f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "") + (
         f" --size {args.size}" if args.size != 512 else "") + (
-        f" --threads {torch.get_num_threads()} --repeats {args.repeats} --min-round-seconds {args.min_round_seconds:g}")
+        f" --threads {torch.get_num_threads()} --repeats {args.repeats} --min-round-seconds {args.min_round_seconds:g}"
+    ) + "".join(f' --rows "{r}"' if i == 0 else f' "{r}"' for i, r in enumerate(args.rows or ()))
     heap, suffix, env = allocator()
     text = (
         f"Inference (forward pass, eval mode, `torch.inference_mode`) on random 3x{args.size}x{args.size} images; "
@@ -164,8 +167,9 @@ def main() -> None:
         f"Command: `{env}python benchmarks/inference_throughput.py{flags}`; data: random tensors (the speed of a "
         "forward pass does not depend on the pixel values).\n"
     )
-    publish("inference_throughput" + ("_cuda" if device.type == "cuda" else "") + suffix, text)
     print(text)
+    name = "inference_throughput" + ("_cuda" if device.type == "cuda" else "") + threads_suffix(device) + suffix
+    publish_unless_subset(name, text, args.rows)
 
 
 if __name__ == "__main__":

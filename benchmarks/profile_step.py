@@ -7,8 +7,8 @@ Each side is built as train_throughput builds it, takes one warm-up step, then `
 first, then the peer). The table lists the operators with the most self-CPU time on either side (seconds per
 step, calls per step) and each side's total self-CPU time per step, so the operators that differ in count or time
 show which layers the two networks do not share. Self-CPU time counts each operator without its children, so the
-column sums to the total. Writes benchmarks/results/profile_step_<row>.md (the README quotes its totals; it has no
-README markers).
+column sums to the total. Writes benchmarks/results/profile_step_<row>[_2threads][_jemalloc].md (the README quotes
+its totals; it has no README markers).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import allocator, machine  # noqa: E402
+from _timing import allocator, machine, threads_suffix  # noqa: E402
 from train_throughput import ROWS, Step, build  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main() -> None:
         f"Command: `{env}python benchmarks/profile_step.py --row \"{args.row}\"{flags}`.\n"
     )
     slug = re.sub(r"[^a-z0-9]+", "_", args.row.lower()).strip("_")
-    out = ROOT / "benchmarks" / "results" / f"profile_step_{slug}{suffix}.md"
+    out = ROOT / "benchmarks" / "results" / f"profile_step_{slug}{threads_suffix()}{suffix}.md"
     out.write_text(text)
     print(text)
 

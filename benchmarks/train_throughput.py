@@ -14,9 +14,10 @@ different amounts of work says so. Peers are optional: ``pip install segmentatio
 dependency already); rows whose peer is missing are skipped.
 
 Both sides share the process's heap allocator, which the table names; run under ``LD_PRELOAD`` of jemalloc,
-tcmalloc or mimalloc, the results file and README section get its name as a suffix. Writes
-benchmarks/results/train_throughput[_cuda][_bf16|_fp16][_nhwc][_jemalloc].md and the README section between the
-matching markers.
+tcmalloc or mimalloc, the results file and README section get its name as a suffix, as a CPU run on more than one
+thread gets its thread count. Writes benchmarks/results/train_throughput[_cuda][_bf16|_fp16][_nhwc][_2threads]
+[_jemalloc].md and the README section between the matching markers. A run of a subset of ``--rows`` only prints its
+table: the results file and the README keep the full one.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import publish  # noqa: E402
-from _timing import allocator, interleaved_rounds, machine, ratio_spread  # noqa: E402
+from _publish import publish_unless_subset  # noqa: E402
+from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
 
@@ -172,7 +173,8 @@ def peak_memory(row: str, side: str, args) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--rows", nargs="+", default=None, help=f"a subset of: {'; '.join(ROWS)}")
+    ap.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), metavar="NAME",
+                    help=f"a subset of: {'; '.join(ROWS)} (printed only, not published)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
@@ -221,7 +223,8 @@ def main() -> None:
              + (" --channels-last" if args.channels_last else "")
              + (f" --batch {args.batch}" if args.batch != 8 else "")
              + (f" --size {args.size}" if args.size != 256 else "")
-             + f" --threads {torch.get_num_threads()} --repeats {args.repeats}")
+             + f" --threads {torch.get_num_threads()} --repeats {args.repeats}"
+             + "".join(f' --rows "{r}"' if i == 0 else f' "{r}"' for i, r in enumerate(args.rows or ())))
     text = (
         f"Training step (forward + cross-entropy + backward + SGD step), batch {args.batch} of 3x{args.size}x"
         f"{args.size}, {NUM_CLASSES} classes, {args.precision}{', channels_last' if args.channels_last else ''}; "
@@ -234,9 +237,10 @@ def main() -> None:
         "not depend on the pixel values).\n"
     )
     name = "train_throughput" + ("_cuda" if device.type == "cuda" else "") + (
-        f"_{args.precision}" if args.precision != "fp32" else "") + ("_nhwc" if args.channels_last else "") + suffix
-    publish(name, text)
+        f"_{args.precision}" if args.precision != "fp32" else "") + ("_nhwc" if args.channels_last else "") + (
+        threads_suffix(device) + suffix)
     print(text)
+    publish_unless_subset(name, text, args.rows)
 
 
 if __name__ == "__main__":
