@@ -1,17 +1,19 @@
 """Training throughput, ours against segmentation_models_pytorch (SMP) and torchvision, interleaved in one process.
 
     python benchmarks/train_throughput.py [--device cpu|cuda] [--rows NAME ...] [--repeats 5] [--precision bf16]
-                                          [--channels-last] [--no-memory]
+                                          [--channels-last] [--no-memory] [--min-round-seconds 0]
 
 One training step = forward + cross-entropy (ignore_index 255) + backward + SGD (momentum 0.9) step, on a batch of
 8 random 3x256x256 images with 11-class masks, the models built from scratch (no download). Every row times ours
 and the peer in turn (``repeats`` rounds, the order alternating), reports images/s and the ratio ours / peer (above
 1: ours is faster) as the median of the rounds' ratios, with the lowest and highest round beside it, so the spread
-of a busy machine shows. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` of a step; on the CPU the growth
-of the process's peak resident set (VmHWM) over a few steps, each side measured in a fresh subprocess. Also
-printed: each model's parameters and forward GFLOPs at 256x256 (torch.utils.flop_counter), so a row that compares
-different amounts of work says so. Peers are optional: ``pip install segmentation-models-pytorch`` (torchvision is a
-dependency already); rows whose peer is missing are skipped.
+of a busy machine shows. A round is one step per side, or with ``--min-round-seconds`` the same number of
+back-to-back steps on each side, as many as the faster side needs to fill that time. Peak memory: on CUDA
+``torch.cuda.max_memory_allocated`` of a step; on the CPU the growth of the process's peak resident set (VmHWM) over
+a few steps, each side measured in a fresh subprocess. Also printed: each model's parameters and forward GFLOPs at
+256x256 (torch.utils.flop_counter), so a row that compares different amounts of work says so. Peers are optional:
+``pip install segmentation-models-pytorch`` (torchvision is a dependency already); rows whose peer is missing are
+skipped.
 
 Both sides share the process's heap allocator, which the table names; run under ``LD_PRELOAD`` of jemalloc,
 tcmalloc or mimalloc, the results file and README section get its name as a suffix, as a CPU run on more than one
@@ -182,6 +184,9 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--min-round-seconds", type=float, default=0.0,
+                    help="each round repeats the step until the faster side has run this long (default 0: one step; "
+                         "a GPU step of a few milliseconds needs about 1)")
     ap.add_argument("--peak-memory-child", nargs=2, metavar=("ROW", "SIDE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peak_memory_child:
@@ -201,7 +206,8 @@ def main() -> None:
         params = (count_parameters(ours) / 1e6, count_parameters(peer) / 1e6)
         steps = {s: Step(m, device, args.batch, args.size, args.precision, args.channels_last)
                  for s, m in (("ours", ours), ("peer", peer))}
-        rounds = interleaved_rounds(steps, repeats=args.repeats, warmup=1, device=device)
+        rounds = interleaved_rounds(steps, repeats=args.repeats, warmup=1, device=device,
+                                    min_round_seconds=args.min_round_seconds)
         ips = {s: args.batch / statistics.median(v) for s, v in rounds.items()}
         ratio, low, high = ratio_spread(rounds["ours"], rounds["peer"])
         if args.no_memory:
@@ -224,12 +230,16 @@ def main() -> None:
              + (f" --batch {args.batch}" if args.batch != 8 else "")
              + (f" --size {args.size}" if args.size != 256 else "")
              + f" --threads {torch.get_num_threads()} --repeats {args.repeats}"
+             + (f" --min-round-seconds {args.min_round_seconds:g}" if args.min_round_seconds > 0 else "")
              + "".join(f' --rows "{r}"' if i == 0 else f' "{r}"' for i, r in enumerate(args.rows or ())))
+    rounds_text = "steps" if args.min_round_seconds <= 0 else (
+        f"rounds, a round being as many steps as fill {args.min_round_seconds:g} s on the faster side (the same "
+        "number on both)")
     text = (
         f"Training step (forward + cross-entropy + backward + SGD step), batch {args.batch} of 3x{args.size}x"
         f"{args.size}, {NUM_CLASSES} classes, {args.precision}{', channels_last' if args.channels_last else ''}; "
-        f"images/s, median of {args.repeats} interleaved steps; ours / peer: the median of the rounds' speed ratios, "
-        f"in brackets the lowest and highest round. {machine(device)}; heap allocator: {heap}.\n\n"
+        f"images/s, median of {args.repeats} interleaved {rounds_text}; ours / peer: the median of the rounds' "
+        f"speed ratios, in brackets the lowest and highest round. {machine(device)}; heap allocator: {heap}.\n\n"
         f"| architecture | ours | peer | ours img/s | peer img/s | ours / peer (range) |{mem_head} "
         f"params M (ours / peer) | GFLOPs fwd at {args.size}x{args.size} (ours / peer) |\n"
         f"|---|---|---|---|---|---|{mem_rule}---|---|\n" + "\n".join(rows) + "\n\n"
