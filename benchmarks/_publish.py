@@ -29,3 +29,8 @@ def publish_unless_subset(name: str, text: str, subset: list[str] | None) -> Non
         print(f"--rows timed a subset: benchmarks/results/{name}.md and the README keep the full table.")
     else:
         publish(name, text)
+
+
+def rows_flag(subset: list[str] | None) -> str:
+    """The ``--rows`` part of a table's Command line: ' --rows "A" "B"', or "" for every row."""
+    return " --rows " + " ".join(f'"{r}"' for r in subset) if subset else ""

@@ -9,8 +9,9 @@
 # then run `bash benchmarks/device_check.sh` there with carry [".whl"] and timeout_s 540. In order, each step with
 # its own time limit so one that hangs leaves time for the rest:
 #   1. tests/test_cuda.py and the CUDA metrics test (the training loop at fp32, fp16 with its scaler, bf16);
-#   2. train_throughput at bf16, then fp32 (rounds of at least 1 s: a GPU step takes milliseconds);
-#   3. inference_throughput at fp32 and bf16, with the share of the device's nominal bf16 peak.
+#   2. train_throughput at bf16 (rounds of at least 1 s: a GPU step takes milliseconds);
+#   3. inference_throughput at fp32 and bf16, with the share of the device's nominal bf16 peak;
+#   4. train_throughput at fp32, last, as the one to lose if time runs out.
 # Everything lands in $OUT: the log, the benchmarks' results files and README.md with the new tables between their
 # markers. Copy the results files and README.md back into the checkout and commit them with the device's name.
 set -uo pipefail

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import publish_unless_subset  # noqa: E402
+from _publish import publish_unless_subset, rows_flag  # noqa: E402
 from _timing import allocator, interleaved_rounds, machine, ratio_spread, sync, threads_suffix  # noqa: E402
 from train_throughput import ROWS, build, gflops  # noqa: E402
 
@@ -152,7 +152,7 @@ def main() -> None:
         f" --precisions {' '.join(args.precisions)}" if args.precisions != ["fp32", "bf16"] else "") + (
         f" --size {args.size}" if args.size != 512 else "") + (
         f" --threads {torch.get_num_threads()} --repeats {args.repeats} --min-round-seconds {args.min_round_seconds:g}"
-    ) + "".join(f' --rows "{r}"' if i == 0 else f' "{r}"' for i, r in enumerate(args.rows or ()))
+    ) + rows_flag(args.rows)
     heap, suffix, env = allocator()
     text = (
         f"Inference (forward pass, eval mode, `torch.inference_mode`) on random 3x{args.size}x{args.size} images; "

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _publish import publish_unless_subset  # noqa: E402
+from _publish import publish_unless_subset, rows_flag  # noqa: E402
 from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
@@ -231,7 +231,7 @@ def main() -> None:
              + (f" --size {args.size}" if args.size != 256 else "")
              + f" --threads {torch.get_num_threads()} --repeats {args.repeats}"
              + (f" --min-round-seconds {args.min_round_seconds:g}" if args.min_round_seconds > 0 else "")
-             + "".join(f' --rows "{r}"' if i == 0 else f' "{r}"' for i, r in enumerate(args.rows or ())))
+             + rows_flag(args.rows))
     rounds_text = "steps" if args.min_round_seconds <= 0 else (
         f"rounds, a round being as many steps as fill {args.min_round_seconds:g} s on the faster side (the same "
         "number on both)")
