@@ -331,6 +331,36 @@ def test_gemm_conv2d_matches_conv2d_values_and_gradients(kwargs, size):
         torch.testing.assert_close(gemm.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_gemm_conv2d_in_channels_last_reads_the_weight_in_place():
+    """After ``.to(memory_format=torch.channels_last)`` (what ``channels_last=true`` does to a model) the matmul path
+    gives nn.Conv2d's values and gradients without copying the weight: flattening a channels_last weight copies it,
+    411 MB a step for FCN's fc6, and its gradient would be copied back into the weight's layout."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    gemm = GemmConv2d(6, 5, (3, 2), padding=(1, 0), dilation=(2, 1))
+    ref = nn.Conv2d(6, 5, (3, 2), padding=(1, 0), dilation=(2, 1))
+    ref.load_state_dict(gemm.state_dict())
+    gemm = gemm.to(memory_format=torch.channels_last)
+    assert not gemm.weight.is_contiguous()
+    x = torch.randn(3, 6, 7, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().contiguous().requires_grad_()
+    grad = torch.randn(3, 5, 5, 8)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        out = gemm(x)
+        out.backward(grad)
+    weight_copies = [e.name for e in prof.events() if e.name in ("aten::copy_", "aten::clone", "aten::contiguous")
+                     and e.input_shapes and list(e.input_shapes[0]) == list(gemm.weight.shape)]
+    assert weight_copies == []
+    out_ref = ref(x_ref)
+    out_ref.backward(grad)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gemm.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    assert gemm.weight.grad.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_gemm_conv2d_takes_the_matmul_path_only_when_training_on_cpu(monkeypatch):
     import pixelwise.layers.convolutionalize as module
 

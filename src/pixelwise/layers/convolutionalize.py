@@ -29,6 +29,11 @@ class GemmConv2d(nn.Conv2d):
     kernels do not show the slow path. The cost is memory: autograd keeps the (C·kh·kw) x (N·H_out·W_out) column
     matrix, 4 bytes per element in float32 (0.24 GB for that dilated fc6).
 
+    The matrix product reads the weight in its own memory order: NCHW as a (C_out, C·kh·kw) view, or, after
+    ``model.to(memory_format=torch.channels_last)``, as a (C_out, kh·kw·C) view, with the (much smaller) column matrix
+    reordered to match. Flattening a channels_last weight instead would copy all of it on every step (fc6: 411 MB),
+    and its gradient would be copied back into the weight's layout.
+
     Input (N, C_in, H, W) floating point; output (N, C_out, H_out, W_out) with ``nn.Conv2d``'s sizes and dtype.
     """
 
@@ -42,10 +47,15 @@ class GemmConv2d(nn.Conv2d):
         if h_out < 1 or w_out < 1:
             return super().forward(x)  # nn.Conv2d raises its own error for a kernel larger than the padded input
         cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # N, C·kh·kw, L
+        weight = self.weight
+        if not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+            # Memory order (C_out, kh, kw, C): a view as (C_out, kh·kw·C); the columns go to that order instead.
+            weight = weight.permute(0, 2, 3, 1)
+            cols = cols.unflatten(1, (-1, kh * kw)).transpose(1, 2)  # N, kh·kw, C, L
         # One (C_out, K) @ (K, N·L) product: the weight gradient is then a single (C_out, K) matrix, where a
         # batched matmul would materialise one per image before summing.
-        cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)
-        out = self.weight.flatten(1) @ cols
+        cols = cols.movedim(0, -2).reshape(weight[0].numel(), -1)
+        out = weight.flatten(1) @ cols
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)[:, None]
         return out.view(-1, n, h_out, w_out).transpose(0, 1).contiguous()
