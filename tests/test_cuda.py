@@ -4,10 +4,11 @@ benchmarks/device_check.sh runs them on a lent GPU."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+
+from test_scale import config as cpu_config
+from test_scale import losses, val
 
 from pixelwise.engine.checkpoint import load_checkpoint
 from pixelwise.engine.config import TrainConfig
@@ -15,33 +16,21 @@ from pixelwise.engine.train import Trainer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-# No BatchNorm and whole-image crops, as in test_scale.py: the CPU and the GPU then see the same batches and compute
-# the same function, so their losses differ only by float rounding.
-NO_BN = {"base_channels": 4, "depth": 2, "batch_norm": False}
-
 
 def config(data, **kw) -> TrainConfig:
-    values = dict(
-        data=str(data), model="unet", model_kwargs=NO_BN, epochs=2, batch_size=4, eval_batch_size=2,
-        crop_size=(48, 48), scale_range=(1.0, 1.0), optimizer="sgd", lr=0.05, seed=5, device="cuda",
-    )
-    values.update(kw)
-    return TrainConfig(**values)
-
-
-def records(run, kind):
-    return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["type"] == kind]
-
-
-def losses(run):
-    return [r["loss"] for r in records(run, "train")]
+    """test_scale.py's config (no BatchNorm, whole-image crops: the CPU and the GPU see the same batches and compute
+    the same function, so their losses differ only by float rounding), on CUDA unless ``device`` says otherwise."""
+    return cpu_config(data, **{"device": "cuda", **kw})
 
 
 @pytest.fixture
-def no_tf32(monkeypatch):
-    """fp32 on the GPU in full fp32: cuDNN's convolutions otherwise round their inputs to TF32 (10 mantissa bits)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def no_tf32():
+    """fp32 on the GPU in full fp32: cuDNN's convolutions otherwise round their inputs to TF32 (10 mantissa bits).
+    Set and restored by hand: torch.backends.cuda.matmul's attributes cannot be undone by monkeypatch."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_fp32_training_on_cuda_matches_the_cpu(tiny_dataset, tmp_path, no_tf32):
@@ -52,7 +41,7 @@ def test_fp32_training_on_cuda_matches_the_cpu(tiny_dataset, tmp_path, no_tf32):
     t.fit()
     assert len(losses(gpu)) == 4  # 8 images / batch 4 x 2 epochs
     assert losses(gpu) == pytest.approx(losses(cpu), rel=1e-4)
-    assert records(gpu, "val")[-1]["mIoU"] == pytest.approx(records(cpu, "val")[-1]["mIoU"], abs=1e-4)
+    assert val(gpu)["mIoU"] == pytest.approx(val(cpu)["mIoU"], abs=1e-4)
 
 
 @pytest.mark.parametrize("precision, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
