@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
@@ -137,6 +138,38 @@ def test_separable_aspp_and_decoder_keep_shapes_and_cut_the_work():
     assert y.shape == (2, 5, 97, 131)
     y.mean().backward()
     assert count_parameters(b) < count_parameters(a) - 2_000_000
+
+
+def test_separable_conv_without_depthwise_bn_relu_is_xceptions():
+    """``depthwise_bn_relu=False``: depthwise -> pointwise -> BN -> ReLU, nothing between the two convolutions
+    (Xception, Chollet 2017; SMP's DeepLabV3Plus), against F.conv2d and F.batch_norm with the block's own weights;
+    the paper's form keeps BN + ReLU after the depthwise step. In a whole DeepLabv3+, every separable block loses
+    exactly its intermediate BN (2 parameters per channel) and the output shape is kept."""
+    from pixelwise.layers.aspp import separable_conv_bn_relu
+    from pixelwise.models import build_model, count_parameters
+
+    g = torch.Generator().manual_seed(0)
+    block = separable_conv_bn_relu(6, 5, 3, dilation=2, depthwise_bn_relu=False).eval()
+    with torch.no_grad():
+        _randomise_batch_norm(block, g)
+    bn = block[2]
+    x = torch.randn(2, 6, 9, 11, generator=g)
+    ref = F.conv2d(F.conv2d(x, block[0].weight, padding=2, dilation=2, groups=6), block[1].weight)
+    ref = F.batch_norm(ref, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+    torch.testing.assert_close(block(x), ref.clamp_min(0))
+    kinds = [[type(m).__name__ for m in b] for b in (separable_conv_bn_relu(6, 5, 3, 2), block)]
+    assert kinds == [["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"],
+                     ["Conv2d", "Conv2d", "BatchNorm2d", "ReLU"]]
+
+    kw = dict(backbone="mobilenet_v2", separable=True, refine_convs=1)
+    paper, xception = build_model("deeplabv3plus", 4, **kw), build_model("deeplabv3plus", 4, depthwise_bn_relu=False,
+                                                                          **kw)
+    encoder = set(paper.backbone.modules())
+    depthwise = [m.in_channels for m in paper.modules()
+                 if isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels and m not in encoder]
+    assert len(depthwise) == 3 + 1  # ASPP's three atrous branches and the one refinement convolution
+    assert count_parameters(paper) - count_parameters(xception) == 2 * sum(depthwise)
+    assert xception(torch.randn(1, 3, 97, 131)).shape == (1, 4, 97, 131)
 
 
 def test_deeplab_can_keep_the_old_rate_on_the_strided_conv():

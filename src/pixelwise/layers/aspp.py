@@ -3,6 +3,7 @@ Semantic Image Segmentation", arXiv 1706.05587, 2017)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -23,21 +24,26 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dila
 
 
 def separable_conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1
+    in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, depthwise_bn_relu: bool = True
 ) -> nn.Sequential:
     """Atrous separable convolution as DeepLabv3+ uses it (Chen et al., ECCV 2018, sec. 3.1): a depthwise
     ``kernel_size`` convolution at atrous rate ``dilation`` -> BN -> ReLU, then a pointwise 1x1 convolution -> BN ->
-    ReLU (the paper adds BN and ReLU after the depthwise step, as MobileNet does). About ``kernel_size**2`` times
-    fewer multiply-adds than :func:`conv_bn_relu` for wide layers.
+    ReLU (the paper adds BN and ReLU after the depthwise step, as MobileNet does, and so does its reference code).
+    About ``kernel_size**2`` times fewer multiply-adds than :func:`conv_bn_relu` for wide layers.
+
+    ``depthwise_bn_relu=False`` drops the BN and ReLU between the two steps: depthwise -> pointwise -> BN -> ReLU,
+    the separable convolution of Xception (Chollet, CVPR 2017, sec. 4.7, which found no intermediate non-linearity
+    better there) and of segmentation_models_pytorch's DeepLabV3Plus.
 
     Shapes: (N, in_channels, H, W) float -> (N, out_channels, H, W) float.
     """
     padding = dilation * (kernel_size - 1) // 2
+    depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation,
+                          groups=in_channels, bias=False)
+    between = [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)] if depthwise_bn_relu else []
     return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation, groups=in_channels,
-                  bias=False),
-        nn.BatchNorm2d(in_channels),
-        nn.ReLU(inplace=True),
+        depthwise,
+        *between,
         nn.Conv2d(in_channels, out_channels, 1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
@@ -78,6 +84,8 @@ class ASPP(nn.Module):
         dropout: dropout probability after the projection (0.1 in the paper's code; 0 disables).
         separable: the 3x3 atrous branches as depthwise-separable convolutions (DeepLabv3+'s "atrous separable
             convolution", :func:`separable_conv_bn_relu`) instead of full ones.
+        depthwise_bn_relu: with ``separable``, BN and ReLU between the depthwise and pointwise steps (the paper's
+            design, the default); False builds Xception's separable convolution, see :func:`separable_conv_bn_relu`.
 
     Shapes:
         (N, in_channels, H, W) float -> (N, out_channels, H, W) float.
@@ -94,6 +102,7 @@ class ASPP(nn.Module):
         image_pooling: bool = True,
         dropout: float = 0.1,
         separable: bool = False,
+        depthwise_bn_relu: bool = True,
     ) -> None:
         super().__init__()
         rates = [int(r) for r in atrous_rates]
@@ -101,7 +110,10 @@ class ASPP(nn.Module):
             raise ValueError(f"atrous rates must be >= 1, got {list(atrous_rates)}")
         self.atrous_rates = tuple(rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, kernel_size=1)]
-        atrous = separable_conv_bn_relu if separable else conv_bn_relu
+        if separable:
+            atrous = functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
+        else:
+            atrous = conv_bn_relu
         branches += [atrous(in_channels, out_channels, kernel_size=3, dilation=r) for r in rates]
         if image_pooling:
             branches.append(ImagePooling(in_channels, out_channels))

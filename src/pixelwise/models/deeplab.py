@@ -13,6 +13,7 @@ default, MobileNetV2 for the CPU).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,6 +103,9 @@ class DeepLabV3Plus(nn.Module):
         separable: ASPP's atrous branches and the refinement convolutions as atrous separable convolutions
             (depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU), the paper's design; about 5x fewer
             FLOPs in the head. Off by default, as in the paper's ResNet-101 experiments.
+        depthwise_bn_relu: with ``separable``, keep the BN and ReLU after each depthwise step (the paper's design and
+            reference code, the default); False builds Xception's separable convolution (depthwise -> pointwise ->
+            BN -> ReLU, Chollet, CVPR 2017), as segmentation_models_pytorch's DeepLabV3Plus does.
         dilate_strided_conv: as for :class:`DeepLabV3`.
 
     The paper's ASPP and decoder use depthwise-separable convolutions with its Xception backbone
@@ -128,6 +132,7 @@ class DeepLabV3Plus(nn.Module):
         separable: bool = False,
         dilate_strided_conv: bool = True,
         refine_convs: int = 2,
+        depthwise_bn_relu: bool = True,
     ) -> None:
         super().__init__()
         rates = _default_rates(output_stride, atrous_rates)
@@ -138,9 +143,13 @@ class DeepLabV3Plus(nn.Module):
             dilate_strided_conv=dilate_strided_conv,
         )
         self.backbone.fc_layers = ()
-        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates, separable=separable)
+        self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates, separable=separable,
+                         depthwise_bn_relu=depthwise_bn_relu)
         self.reduce_low_level = conv_bn_relu(self.backbone.out_channels[1], low_level_channels, 1)
-        refine = separable_conv_bn_relu if separable else conv_bn_relu
+        if separable:
+            refine = functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
+        else:
+            refine = conv_bn_relu
         widths = [aspp_channels + low_level_channels] + [decoder_channels] * int(refine_convs)
         self.decoder = nn.Sequential(
             *(refine(c_in, c_out, 3) for c_in, c_out in zip(widths, widths[1:])),
@@ -196,9 +205,10 @@ def deeplabv3plus(
     separable: bool = False,
     dilate_strided_conv: bool = True,
     refine_convs: int = 2,
+    depthwise_bn_relu: bool = True,
 ) -> DeepLabV3Plus:
     """DeepLabv3+; see :class:`DeepLabV3Plus` for the arguments."""
     return DeepLabV3Plus(
         num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
-        low_level_channels, decoder_channels, separable, dilate_strided_conv, refine_convs,
+        low_level_channels, decoder_channels, separable, dilate_strided_conv, refine_convs, depthwise_bn_relu,
     )
