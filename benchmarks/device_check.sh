@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks and GPU figures in one command, for a lent NVIDIA machine (the device tool's `run`). That machine
 # has torch, torchvision, timm and pytest but fetches nothing, so segmentation_models_pytorch travels as a wheel.
+# Its image held torch 2.11.0 and torchvision 0.26.0 when last read; the whole CPU suite passes under that pair
+# (573 passed, 20 skipped: OMP_NUM_THREADS=1 python -m pytest -q -n 2 in a venv with torch==2.11.0
+# torchvision==0.26.0 from PyPI, 2026-12-01), so src/ runs there from PYTHONPATH as it is.
 # Prepare once in the checkout (needs PyPI):
 #
 #     echo /.whl/ >> .git/info/exclude
