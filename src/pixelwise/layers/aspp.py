@@ -4,13 +4,13 @@ Semantic Image Segmentation", arXiv 1706.05587, 2017)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ASPP", "conv_bn_relu", "separable_conv_bn_relu"]
+__all__ = ["ASPP", "atrous_block", "conv_bn_relu", "separable_conv_bn_relu"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -48,6 +48,14 @@ def separable_conv_bn_relu(
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def atrous_block(separable: bool, depthwise_bn_relu: bool = True) -> Callable[..., nn.Sequential]:
+    """The block builder for a 3x3 atrous layer: :func:`separable_conv_bn_relu` (with ``depthwise_bn_relu``) when
+    ``separable``, else :func:`conv_bn_relu`; both take (in_channels, out_channels, kernel_size, dilation)."""
+    if separable:
+        return functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
+    return conv_bn_relu
 
 
 class ImagePooling(nn.Module):
@@ -110,10 +118,7 @@ class ASPP(nn.Module):
             raise ValueError(f"atrous rates must be >= 1, got {list(atrous_rates)}")
         self.atrous_rates = tuple(rates)
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, kernel_size=1)]
-        if separable:
-            atrous = functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
-        else:
-            atrous = conv_bn_relu
+        atrous = atrous_block(separable, depthwise_bn_relu)
         branches += [atrous(in_channels, out_channels, kernel_size=3, dilation=r) for r in rates]
         if image_pooling:
             branches.append(ImagePooling(in_channels, out_channels))

@@ -13,7 +13,6 @@ default, MobileNetV2 for the CPU).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.aspp import ASPP, conv_bn_relu, separable_conv_bn_relu
+from pixelwise.layers.aspp import ASPP, atrous_block, conv_bn_relu
 from pixelwise.models.registry import register_model
 
 __all__ = ["DeepLabV3", "DeepLabV3Plus", "deeplabv3", "deeplabv3plus"]
@@ -146,10 +145,7 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(self.backbone.out_channels[-1], aspp_channels, rates, separable=separable,
                          depthwise_bn_relu=depthwise_bn_relu)
         self.reduce_low_level = conv_bn_relu(self.backbone.out_channels[1], low_level_channels, 1)
-        if separable:
-            refine = functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
-        else:
-            refine = conv_bn_relu
+        refine = atrous_block(separable, depthwise_bn_relu)
         widths = [aspp_channels + low_level_channels] + [decoder_channels] * int(refine_convs)
         self.decoder = nn.Sequential(
             *(refine(c_in, c_out, 3) for c_in, c_out in zip(widths, widths[1:])),
