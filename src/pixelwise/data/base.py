@@ -14,7 +14,16 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from pixelwise.data.io import GRAY_MODES, DataProblem, bad_values_error, image_header, read_image, read_mask_array
+from pixelwise.data.check import scan
+from pixelwise.data.io import (
+    GRAY_MODES,
+    DataProblem,
+    bad_values_error,
+    image_header,
+    read_image,
+    read_mask_array,
+    size_mismatch,
+)
 from pixelwise.errors import DatasetError
 
 
@@ -137,7 +146,8 @@ class SegmentationDataset(Dataset):
         if mask is not None and tuple(mask.shape) != tuple(image.shape[-2:]):
             stored = self.load_image(index, exif=False)  # a mask drawn on the stored (not upright) pixels
             if tuple(mask.shape) != tuple(stored.shape[-2:]):
-                raise size_mismatch(self.samples[index], tuple(stored.shape[-2:]), tuple(mask.shape))
+                sample = self.samples[index]
+                raise size_mismatch(sample.image, sample.mask, tuple(stored.shape[-2:]), tuple(mask.shape))
             image = stored
         if self.transforms is not None:
             if mask is None:
@@ -156,20 +166,11 @@ class SegmentationDataset(Dataset):
         Raises:
             DatasetError: the first problem found, naming its file and the fix, and how many more there are.
         """
-        from pixelwise.data.check import scan
-
         if not self.has_masks:
             raise DatasetError(f"split {self.split!r} of {self.root} has no masks to check")
         report = scan(self)
         report.raise_first()
         return {"class_pixels": report.class_pixels, "image_pixels": report.image_pixels}
-
-
-def size_mismatch(sample: Sample, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> DataProblem:
-    return DataProblem(
-        f"image {sample.image} is {image_hw[1]}x{image_hw[0]} but its mask {sample.mask} is {mask_hw[1]}x{mask_hw[0]} "
-        "(width x height): they must be the same size", "size_mismatch"
-    )
 
 
 def lut(mapping: dict[int, int], undefined: int = -1) -> np.ndarray:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelwise.data.base import size_mismatch
-from pixelwise.data.io import BINARY_MASK_HINT, DataProblem, bad_values_error, image_header
+from pixelwise.data.io import BINARY_MASK_HINT, DataProblem, bad_values_error, image_header, size_mismatch
 from pixelwise.errors import DatasetError
 
 #: Problem kinds, in report order, with a one-line title.
@@ -145,7 +144,7 @@ def scan(dataset, progress: bool = False) -> DatasetReport:
             continue
         upright_hw = stored_hw[::-1] if orientation >= 5 else stored_hw
         if ids.shape not in (stored_hw, upright_hw):
-            add(Problem("size_mismatch", s.mask, str(size_mismatch(s, stored_hw, ids.shape))))
+            add(Problem("size_mismatch", s.mask, str(size_mismatch(s.image, s.mask, stored_hw, ids.shape))))
             continue
         counts = np.bincount(ids.ravel(), minlength=256)
         if counts[255] and counts[0] + counts[255] == ids.size:

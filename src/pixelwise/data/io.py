@@ -87,6 +87,14 @@ def bad_values_error(path: Path, counts: np.ndarray, num_classes: int, ignore_in
     )
 
 
+def size_mismatch(image: Path, mask: Path, image_hw: tuple[int, int], mask_hw: tuple[int, int]) -> DataProblem:
+    """The error for an image and its mask of different sizes (``image_hw`` and ``mask_hw`` are (H, W))."""
+    return DataProblem(
+        f"image {image} is {image_hw[1]}x{image_hw[0]} but its mask {mask} is {mask_hw[1]}x{mask_hw[0]} "
+        "(width x height): they must be the same size", "size_mismatch"
+    )
+
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
