@@ -109,7 +109,7 @@ def test_one_channel_input_keeps_pretrained_response(mobilenet_v2_weights: Path)
     grey = build_backbone("mobilenet_v2", weights=mobilenet_v2_weights, in_channels=1).eval()
     x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        # A grey image seen through summed RGB filters is the RGB network seeing that grey in colour.
+        # A grey image seen through summed RGB filters is the RGB network seeing that grey in color.
         torch.testing.assert_close(grey(x)[-1], rgb(x.expand(-1, 3, -1, -1))[-1], rtol=1e-4, atol=1e-4)
 
 

@@ -224,7 +224,7 @@ def test_predict_missing_checkpoint(trained, tmp_path, capsys):
     assert str(missing) in msg and "does not exist" in msg
 
 
-def test_predict_writes_class_ids_colours_and_overlays(trained, tmp_path, capsys):
+def test_predict_writes_class_ids_colors_and_overlays(trained, tmp_path, capsys):
     data, ckpt = trained
     out = tmp_path / "pred"
     inputs = sorted((data / "images" / "test").iterdir())
@@ -244,7 +244,7 @@ def test_predict_writes_class_ids_colours_and_overlays(trained, tmp_path, capsys
         assert ids.min() >= 0 and ids.max() <= 4
         color = Image.open(out / f"{f.stem}_color.png")
         assert color.mode == "RGB" and color.size == size
-        # The colour mask paints each predicted id in the dataset's palette.
+        # The color mask paints each predicted id in the dataset's palette.
         assert np.array_equal(np.array(color), np.array(palette, np.uint8)[ids])
         overlay = Image.open(out / f"{f.stem}_overlay.png")
         assert overlay.size == size

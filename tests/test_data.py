@@ -76,7 +76,7 @@ def test_camvid_train_split_metadata_and_first_item(camvid_dir):
     assert ds.in_channels == 3
     assert ds.has_masks
     assert ds.ignore_index == 255
-    # CamVid's own colours, not the VOC map.
+    # CamVid's own colors, not the VOC map.
     assert tuple(ds.palette[0]) == (128, 128, 128)  # Sky
     assert [tuple(c) for c in ds.palette] == list(CAMVID_PALETTE)
 
@@ -441,7 +441,7 @@ def test_binary_masks_are_called_out_even_when_one_image_has_no_foreground(tmp_p
         SegmentationFolder(root, "train").check()
 
 
-# -- bad input: sizes, unreadable files, colour masks ----------------------------------------------------------------
+# -- bad input: sizes, unreadable files, color masks -----------------------------------------------------------------
 def test_image_and_mask_of_different_sizes(tiny_dataset):
     ds = SegmentationFolder(tiny_dataset, "train")
     idx = 3
@@ -496,7 +496,7 @@ def test_unreadable_mask_is_named(tiny_dataset):
     assert str(bad) in str(ei.value)
 
 
-def test_rgb_colour_mask_is_rejected(tiny_dataset):
+def test_rgb_color_mask_is_rejected(tiny_dataset):
     ds = SegmentationFolder(tiny_dataset, "train")
     path = ds.samples[1].mask
     arr = np.array(Image.open(path))
@@ -505,7 +505,7 @@ def test_rgb_colour_mask_is_rejected(tiny_dataset):
         with pytest.raises(DatasetError) as ei:
             raise_it()
         msg = str(ei.value)
-        assert str(path) in msg and "colour" in msg
+        assert str(path) in msg and "color" in msg
 
 
 # -- bad input: layout -----------------------------------------------------------------------------------------------
@@ -631,7 +631,7 @@ def test_files_torchvision_does_not_take_go_through_pillow(tmp_path, mode):
     assert torch.equal(data_io.read_image(path, channels), data_io._read_image_pillow(path, channels))
 
 
-def test_palette_mask_is_read_as_indices_not_colours(tmp_path):
+def test_palette_mask_is_read_as_indices_not_colors(tmp_path):
     from pixelwise.data import io as data_io
 
     ids = np.array([[0, 1, 2], [2, 1, 255]], np.uint8)

@@ -45,7 +45,7 @@ def _write_voc(root: Path) -> dict[str, np.ndarray]:
     voc = root / "VOCdevkit" / "VOC2012"
     masks = {}
     palette = default_palette(256)
-    palette[255] = (224, 224, 192)  # the devkit's void colour
+    palette[255] = (224, 224, 192)  # the devkit's void color
     for n, i in enumerate(VOC_IDS["train"] + VOC_IDS["val"]):
         _jpeg(voc / "JPEGImages" / f"{i}.jpg", 12, 16, n)
         masks[i] = _ids(n, 12, 16, [0, 1, 15, 20, 255])
@@ -68,7 +68,7 @@ def test_voc_palette_masks_read_as_class_ids_with_void(tmp_path):
     assert ds.palette[15] == (192, 128, 128) and ds.ignore_index == 255
     image, mask = ds[1]
     assert image.shape == (3, 12, 16) and image.dtype == torch.uint8
-    assert mask.dtype == torch.int64 and np.array_equal(mask.numpy(), masks["2007_000039"])  # indices, not colours
+    assert mask.dtype == torch.int64 and np.array_equal(mask.numpy(), masks["2007_000039"])  # indices, not colors
     assert len(build_dataset(tmp_path / "VOCdevkit" / "VOC2012", "trainval")) == 3
     assert build_dataset(f"voc:{tmp_path}", "val[:1]").ids == ["2007_000033"]
     stats = ds.check()
@@ -213,6 +213,6 @@ def test_data_spec_prefix_and_options_that_do_not_apply(tmp_path):
     with pytest.raises(DatasetError, match="binary_threshold do not apply.*format 'voc'.*sbd_root"):
         build_dataset(tmp_path, "train", binary_threshold=128)
     with pytest.raises(DatasetError, match="synthetic dataset takes no options"):
-        build_dataset("synthetic", "train", colour_map="x.txt")
+        build_dataset("synthetic", "train", color_map="x.txt")
     with pytest.raises(DatasetError, match="leave ignore_index at 255"):
         build_dataset(tmp_path, "train", ignore_index=0)

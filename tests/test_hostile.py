@@ -1,4 +1,4 @@
-"""Hostile input: EXIF-rotated photos, CMYK and other colour modes, 16-bit files, empty and non-image files,
+"""Hostile input: EXIF-rotated photos, CMYK and other color modes, 16-bit files, empty and non-image files,
 decompression bombs, unicode and space-containing paths. Each is read correctly or named in a clear error, through
 the dataset, the label check and the command line, never as a bare traceback."""
 
@@ -103,7 +103,7 @@ def test_mask_fitting_neither_orientation_is_named(tmp_path):
         SegmentationFolder(root, "train")[0]
 
 
-# -- colour modes and bit depths -------------------------------------------------------------------------------------
+# -- color modes and bit depths --------------------------------------------------------------------------------------
 def test_cmyk_jpeg_and_grayscale_images_in_an_rgb_dataset(tmp_path, decoder):
     root = _folder(tmp_path / "d")
     rgb = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)

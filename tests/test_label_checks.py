@@ -1,16 +1,18 @@
 """``pixelwise datasets check``: one scan reports every label problem with its fix, and the fixes it names
-(``--binary-threshold``, ``--colour-map``) make the same data usable, in the check and in training."""
+(``--binary-threshold``, ``--color-map``) make the same data usable, in the check and in training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.data import SegmentationFolder, build_dataset
 from pixelwise.data.check import scan
+from pixelwise.errors import DatasetError
 from _cli import TINY_TRAIN
 
 
@@ -40,7 +42,7 @@ def test_check_reports_every_problem_with_its_fix(tmp_path, capsys):
     root = _folder(tmp_path / "messy", ["background", "road", "car"])
     img, msk = root / "images" / "train", root / "masks" / "train"
     _save(img / "good.png", _image(0)), _save(msk / "good.png", _blob(value=2))
-    _save(img / "colour.png", _image(1)), _save(msk / "colour.png", np.stack([_blob() * 200] * 3, -1))
+    _save(img / "color.png", _image(1)), _save(msk / "color.png", np.stack([_blob() * 200] * 3, -1))
     _save(img / "lossy.png", _image(2)), _save(msk / "lossy.jpg", _blob(value=2) * 100, quality=50)
     _save(img / "seven.png", _image(3)), _save(msk / "seven.png", _blob(value=7))
     _save(img / "small.png", _image(4)), _save(msk / "small.png", _blob(10, 12))
@@ -56,7 +58,7 @@ def test_check_reports_every_problem_with_its_fix(tmp_path, capsys):
         "images without a mask: 1": "unmasked.png",
         "masks without an image: 1": "ghost.png",
         "image and mask of different sizes: 1": "small.png",
-        "RGB colour masks: 1": "--colour-map FILE",
+        "RGB color masks: 1": "--color-map FILE",
         "JPEG masks with in-between values: 1": "Save masks as PNG",
         "values above the class count: 1": "holds value(s) 7",
     }
@@ -104,36 +106,72 @@ def test_binary_threshold_reads_0_255_and_jpeg_masks_in_check_and_training(tmp_p
     assert rc == 0 and (tmp_path / "run" / "last.pt").is_file()
 
 
-def test_colour_map_reads_rgb_masks_and_names_unknown_colours(tmp_path, capsys):
-    root = _folder(tmp_path / "colours", ["background", "road", "car"])
-    colours = {(0, 0, 0): 0, (128, 64, 128): 1, (0, 0, 142): 2, (255, 255, 255): 255}
+def _rgb_folder(root: Path) -> tuple[Path, Path, np.ndarray]:
+    """A folder dataset whose one train mask is an RGB color mask; returns the folder, its color map file (which
+    lists every color of the mask) and the class ids the mask stands for, uint8 (H, W)."""
+    root = _folder(root, ["background", "road", "car"])
+    colors = {(0, 0, 0): 0, (128, 64, 128): 1, (0, 0, 142): 2, (255, 255, 255): 255}
     ids = np.random.default_rng(0).choice([0, 1, 2, 255], size=(20, 24)).astype(np.uint8)
     rgb = np.zeros((20, 24, 3), np.uint8)
-    for colour, k in colours.items():
-        rgb[ids == k] = colour
+    for color, k in colors.items():
+        rgb[ids == k] = color
     _save(root / "images" / "train" / "a.png", _image(0))
     _save(root / "masks" / "train" / "a.png", rgb)
-    cmap = root / "colours.txt"
-    cmap.write_text("# class colours in id order\n0 0 0\n128 64 128\n0,0,142  # car\nvoid 255 255 255\n")
+    cmap = root / "colors.txt"
+    cmap.write_text("# class colors in id order\n0 0 0\n128 64 128\n0,0,142  # car\nvoid 255 255 255\n")
+    return root, cmap, ids
+
+
+def test_color_map_reads_rgb_masks_and_names_unknown_colors(tmp_path, capsys):
+    root, cmap, ids = _rgb_folder(tmp_path / "colors")
 
     assert main(["datasets", "check", str(root), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert "RGB colour masks: 1" in out and "128 64 128" in out  # the colours found, to write the map from
+    assert "RGB color masks: 1" in out and "128 64 128" in out  # the colors found, to write the map from
 
-    ds = SegmentationFolder(root, "train", colour_map=cmap)
+    ds = SegmentationFolder(root, "train", color_map=cmap)
     assert np.array_equal(ds[0][1].numpy(), ids.astype(np.int64))
-    assert main(["datasets", "check", str(root), "--quiet", "--colour-map", str(cmap)]) == 0
+    assert main(["datasets", "check", str(root), "--quiet", "--color-map", str(cmap)]) == 0
     capsys.readouterr()
 
-    cmap.write_text("0 0 0\n128 64 128\n0 0 142\n")  # void's colour missing
-    assert main(["datasets", "check", str(root), "--quiet", "--colour-map", str(cmap)]) == 1
+    cmap.write_text("0 0 0\n128 64 128\n0 0 142\n")  # void's color missing
+    assert main(["datasets", "check", str(root), "--quiet", "--color-map", str(cmap)]) == 1
     out = capsys.readouterr().out
-    assert "1 colour(s) that the colour map does not list: 255 255 255" in out
+    assert "1 color(s) that the color map does not list: 255 255 255" in out
 
     cmap.write_text("0 0 0\n0 0 0\n")
-    rc = main(["datasets", "check", str(root), "--quiet", "--colour-map", str(cmap)])
+    rc = main(["datasets", "check", str(root), "--quiet", "--color-map", str(cmap)])
     err = capsys.readouterr().err
     assert rc == 2 and "line 2" in err and "listed twice" in err
+
+
+def test_old_colour_spellings_still_work_with_a_deprecation_warning(tmp_path, capsys):
+    """``--colour-map`` and the data option / config key ``colour_map`` (before the US spelling) still read RGB
+    masks, and say what to write instead."""
+    root, cmap, ids = _rgb_folder(tmp_path / "colors")
+
+    with pytest.warns(FutureWarning, match="--colour-map is deprecated, use --color-map"):
+        assert main(["datasets", "check", str(root), "--quiet", "--colour-map", str(cmap)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    with pytest.warns(FutureWarning, match="data option colour_map is deprecated, use color_map"):
+        assert main(["datasets", "check", str(root), "--quiet", "--data-option", f"colour_map={cmap}"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+    with pytest.warns(FutureWarning, match="data option colour_map is deprecated, use color_map"):
+        ds = build_dataset(root, "train", colour_map=cmap)
+    assert ds.color_map == build_dataset(root, "train", color_map=cmap).color_map
+    assert np.array_equal(ds[0][1].numpy(), ids.astype(np.int64))
+    with pytest.raises(DatasetError, match="colour_map is the deprecated name of color_map: give only color_map"):
+        build_dataset(root, "train", colour_map=cmap, color_map=cmap)
+
+    # A YAML config written before the rename trains, with the warning (a second image fills a batch of 2).
+    for sub in ("images", "masks"):
+        (root / sub / "train" / "b.png").write_bytes((root / sub / "train" / "a.png").read_bytes())
+    config = tmp_path / "old.yaml"
+    config.write_text(f"data: {root}\nval_split: train\ndata_kwargs: {{colour_map: {cmap}}}\n")
+    with pytest.warns(FutureWarning, match="data option colour_map is deprecated, use color_map"):
+        rc = main(["train", "--config", str(config), "--out", str(tmp_path / "run"), *TINY_TRAIN])
+    assert rc == 0 and (tmp_path / "run" / "last.pt").is_file()
 
 
 def test_check_on_real_camvid_is_clean(camvid_dir, capsys):

@@ -118,7 +118,7 @@ def test_ranking_skips_unlabelled_images_and_never_shows_one_image_twice():
     assert [s["index"] for s in best] == [2, 4, 0] and [s["index"] for s in worst] == [3]
 
 
-def test_error_map_colours():
+def test_error_map_colors():
     mask = np.array([[0, 1], [255, 2]])
     pred = np.array([[0, 2], [1, 2]])
     out = error_map(pred, mask, 255)

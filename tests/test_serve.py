@@ -88,7 +88,7 @@ def _exif_rotated(src: Path, out: Path) -> Path:
                          ids=["whole", "slide", "flip"])
 def test_served_outputs_are_predicts_outputs(checkpoint, camvid_dir, tmp_path, test_time):
     """The served class-id PNG is, byte for byte, the <stem>.png `pixelwise predict` writes for the same file (and
-    the colour mask and overlay hold its pixels), for a CamVid frame, a test frame and an EXIF-rotated JPEG."""
+    the color mask and overlay hold its pixels), for a CamVid frame, a test frame and an EXIF-rotated JPEG."""
     crop = tmp_path / "crop.png"  # a PNG: predict reads it with torchvision's libpng, the server with Pillow's
     crop.write_bytes(image_bytes(_camvid(camvid_dir, "test", 5), (121, 163))[1])
     files = [_camvid(camvid_dir, "val"), crop, _exif_rotated(_camvid(camvid_dir), tmp_path / "rotated.jpg")]
@@ -124,14 +124,14 @@ def test_grayscale_checkpoint_reads_uploads_as_gray(tmp_path_factory, isbi_dir, 
     run = tmp_path_factory.mktemp("serve_gray") / "run"
     assert main(["train", "--data", str(isbi_dir), "--out", str(run), "--steps", "2", *TINY,
                  "train_split=train[:4]", "val_split=train[28:30]"]) == 0
-    colour = _camvid(camvid_dir)  # an RGB upload: read as gray, as `pixelwise predict` reads it
-    predict_files(run / "best.pt", [colour], tmp_path, device="cpu", progress=False)
+    color = _camvid(camvid_dir)  # an RGB upload: read as gray, as `pixelwise predict` reads it
+    predict_files(run / "best.pt", [color], tmp_path, device="cpu", progress=False)
     with TestClient(create_app(run / "best.pt", device="cpu")) as client:
         assert client.get("/api/info").json()["in_channels"] == 1
-        body = _post(client, colour.name, colour.read_bytes()).json()
-    assert base64.b64decode(body["mask_png"]) == (tmp_path / f"{colour.stem}.png").read_bytes()
+        body = _post(client, color.name, color.read_bytes()).json()
+    assert base64.b64decode(body["mask_png"]) == (tmp_path / f"{color.stem}.png").read_bytes()
     assert np.array_equal(_array(base64.b64decode(body["overlay_png"])),
-                          _array((tmp_path / f"{colour.stem}_overlay.png").read_bytes()))
+                          _array((tmp_path / f"{color.stem}_overlay.png").read_bytes()))
 
 
 def test_info_health_page_and_openapi(client, checkpoint):

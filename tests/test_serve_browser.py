@@ -75,8 +75,8 @@ def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_d
             assert sum(shown) == pytest.approx(100.0, abs=0.1 * len(rows))
             assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
             for r in rows:
-                colour = state["palette"][state["classes"].index(r["name"])]
-                assert r["swatch"] == "rgb({}, {}, {})".format(*colour)
+                color = state["palette"][state["classes"].index(r["name"])]
+                assert r["swatch"] == "rgb({}, {}, {})".format(*color)
             status = page.inner_text("#status")
             assert re.search(r"480 . 360 pixels, inference \d+\.\d ms", status), status
             page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)

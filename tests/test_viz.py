@@ -17,7 +17,7 @@ PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (10, 20, 30)]
 # ------------------------------------------------------------------------------------------------ palettes
 
 
-def test_default_palette_matches_voc_colours():
+def test_default_palette_matches_voc_colors():
     pal = default_palette(21)
     assert len(pal) == 21
     assert pal[0] == (0, 0, 0)
@@ -36,7 +36,7 @@ def test_default_palette_rejects_negative():
         default_palette(-1)
 
 
-def test_void_colour_and_camvid_palette():
+def test_void_color_and_camvid_palette():
     assert VOID_COLOR == (255, 255, 255)
     assert len(CAMVID_PALETTE) == 11
     assert CAMVID_PALETTE[0] == (128, 128, 128)  # Sky
@@ -45,7 +45,7 @@ def test_void_colour_and_camvid_palette():
 
 
 def test_read_palette(tmp_path):
-    path = tmp_path / "colours.txt"
+    path = tmp_path / "colors.txt"
     path.write_text("# my classes\n0 0 0\n\n255 10 3  # road\n  7\t8 9\n", encoding="utf-8")
     assert read_palette(path) == [(0, 0, 0), (255, 10, 3), (7, 8, 9)]
 
@@ -167,11 +167,11 @@ def test_save_class_png_round_trip(tmp_path):
     with Image.open(path) as image:
         assert image.mode == "P"
         ids = np.array(image)
-        colours = np.array(image.convert("RGB"))
+        colors = np.array(image.convert("RGB"))
         palette = image.getpalette()
     assert ids.dtype == np.uint8
     assert np.array_equal(ids, mask)
-    assert np.array_equal(colours, colorize(mask, PALETTE))
+    assert np.array_equal(colors, colorize(mask, PALETTE))
     assert palette[3 * 255 : 3 * 256] == list(VOID_COLOR)
     assert palette[3 * 4 : 3 * 10] == [0] * 18
 

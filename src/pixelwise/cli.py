@@ -259,15 +259,27 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DeprecatedAlias(argparse.Action):
+    """Stores the value like ``store``; given under an option string after the first (an old spelling, e.g.
+    ``--colour-map`` for ``--color-map``), it also warns that the old spelling is deprecated."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is not None and option_string != self.option_strings[0]:
+            import warnings
+
+            warnings.warn(f"{option_string} is deprecated, use {self.option_strings[0]}", FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def _data_options(args: argparse.Namespace) -> dict:
-    """Dataset reader options from --binary-threshold, --colour-map and --data-option KEY=VALUE."""
+    """Dataset reader options from --binary-threshold, --color-map and --data-option KEY=VALUE."""
     from pixelwise.engine.config import apply_overrides
 
     options = apply_overrides({}, getattr(args, "data_option", None) or [])
     if getattr(args, "binary_threshold", None) is not None:
         options["binary_threshold"] = args.binary_threshold
-    if getattr(args, "colour_map", None) is not None:
-        options["colour_map"] = args.colour_map
+    if getattr(args, "color_map", None) is not None:
+        options["color_map"] = args.color_map
     return options
 
 
@@ -457,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "write-synthetic: where to write")
     d.add_argument("--split", nargs="+", help="check: the splits to scan (default: every split)")
     d.add_argument("--binary-threshold", type=int, help="read 0/255 (or JPEG) binary masks: value >= T is class 1")
-    d.add_argument("--colour-map", help="read RGB colour masks with this file: one 'R G B' line per class id")
+    d.add_argument("--color-map", "--colour-map", action=_DeprecatedAlias,
+                   help="read RGB color masks with this file: one 'R G B' line per class id (--colour-map: deprecated)")
     d.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="other reader options, e.g. sbd_root=DIR")
     d.add_argument("--root", default="data", help="download: the folder to download and unpack into")
     d.add_argument("--base-url", help="download: a mirror that serves the archives under their file names")

@@ -10,6 +10,7 @@ from the files, or named with a prefix: ``"voc:/data/VOCdevkit"``, ``"cityscapes
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,29 @@ BUILTIN_DATASETS = {
 
 #: The on-disk formats ``build_dataset`` reads, by the prefix that names them in a data spec.
 FORMATS = {"folder": SegmentationFolder, "voc": VOCSegmentation, "cityscapes": Cityscapes, "ade20k": ADE20K}
+
+#: Data options under an old name: ``{old: new}``. ``build_dataset`` still takes the old name (a ``data_kwargs``
+#: key of a config written before the rename), with a FutureWarning.
+DEPRECATED_OPTIONS = {"colour_map": "color_map"}
+
+
+def _renamed_options(options: dict) -> dict:
+    """``options`` with each deprecated name of :data:`DEPRECATED_OPTIONS` replaced by its new name, and a
+    FutureWarning for each.
+
+    Raises:
+        DatasetError: an option given under both its old and its new name.
+    """
+    renamed = dict(options)
+    for old, new in DEPRECATED_OPTIONS.items():
+        if old not in renamed:
+            continue
+        if new in renamed:
+            raise DatasetError(f"data option {old} is the deprecated name of {new}: give only {new}")
+        warnings.warn(f"data option {old} is deprecated, use {new} (training: `--set data_kwargs.{new}=...`)",
+                      FutureWarning, stacklevel=3)
+        renamed[new] = renamed.pop(old)
+    return renamed
 
 
 def detect_format(root: str | Path) -> str:
@@ -74,12 +98,14 @@ def build_dataset(
     **options,
 ):
     """Open split ``split`` of a dataset: ``"synthetic"``, or a folder path, optionally prefixed by its format
-    (see :data:`FORMATS`). ``options`` go to the format's class (``binary_threshold``, ``colour_map`` for folders;
-    ``sbd_root`` for VOC; ``reduce_zero_label`` for ADE20K); in a training config they are ``data_kwargs``.
+    (see :data:`FORMATS`). ``options`` go to the format's class (``binary_threshold``, ``color_map`` for folders;
+    ``sbd_root`` for VOC; ``reduce_zero_label`` for ADE20K); in a training config they are ``data_kwargs``. The old
+    names of :data:`DEPRECATED_OPTIONS` (``colour_map``) still work, with a FutureWarning.
 
     Raises:
         DatasetError: an option the format does not take, and see each format's class.
     """
+    options = _renamed_options(options)
     if str(spec) == "synthetic":
         name, part = parse_split(split)
         if options:

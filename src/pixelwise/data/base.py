@@ -46,7 +46,7 @@ class SegmentationDataset(Dataset):
     Attributes set by subclasses: ``root``, ``split``, ``classes``, ``palette``, ``ignore_index``; optionally
     ``mask_lut`` — int16 (256,), stored mask value -> class id or ``ignore_index``, -1 for values the format does
     not define (Cityscapes' labelIds -> trainIds, ADE20K's zero-label reduction, a binary threshold) — with
-    ``lut_hint`` explaining the stored values, and ``colour_map`` ``{(R, G, B): id}`` for RGB colour masks.
+    ``lut_hint`` explaining the stored values, and ``color_map`` ``{(R, G, B): id}`` for RGB color masks.
 
     EXIF: images are turned upright by their EXIF orientation (as annotation tools show them); when the mask
     fits only the stored orientation (it was made from the stored pixels), the stored orientation is used. Masks
@@ -60,7 +60,7 @@ class SegmentationDataset(Dataset):
     format = "files"
     mask_lut: np.ndarray | None = None
     lut_hint = ""
-    colour_map: dict | None = None
+    color_map: dict | None = None
     transforms = None
 
     # -- set-up, for subclasses ------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class SegmentationDataset(Dataset):
 
     def raw_mask(self, path: Path) -> np.ndarray:
         """The mask file's stored values, uint8 (H, W) (a subclass reads other formats, e.g. SBD's .mat)."""
-        return read_mask_array(path, self.colour_map)
+        return read_mask_array(path, self.color_map)
 
     def mask_array(self, path: Path) -> np.ndarray:
         """Class ids of a mask file, uint8 (H, W), after ``mask_lut``. Raises DataProblem for undefined values."""
@@ -159,7 +159,7 @@ class SegmentationDataset(Dataset):
     # -- checks ----------------------------------------------------------------------------------------------------
     def check(self) -> dict:
         """Scan every mask once, before a run spends time: sizes against the image headers, values, 0/255 binary
-        and colour masks (:func:`pixelwise.data.check.scan`). Returns ``{"class_pixels": int64 (K,),
+        and color masks (:func:`pixelwise.data.check.scan`). Returns ``{"class_pixels": int64 (K,),
         "image_pixels": int64 (K,)}`` — the pixels of each class, and the pixels of the images that contain it
         (the inputs of median-frequency weights).
 

@@ -3,7 +3,7 @@
 ``pixelwise datasets check DIR`` prints :meth:`DatasetReport.format` for each split; training runs the same scan
 (:meth:`SegmentationDataset.check`) and stops at the first problem before any time is spent. The report holds the
 class histogram, images without masks and masks without images, image/mask size mismatches, and suspicious masks:
-0/255 binary images, RGB colour masks, JPEG masks with in-between values, values above the class count, values the
+0/255 binary images, RGB color masks, JPEG masks with in-between values, values above the class count, values the
 dataset's format does not define.
 """
 
@@ -24,7 +24,7 @@ KINDS = {
     "orphan_mask": "masks without an image",
     "size_mismatch": "image and mask of different sizes",
     "binary_mask": "0/255 binary masks",
-    "colour_mask": "RGB colour masks",
+    "color_mask": "RGB color masks",
     "jpeg_mask": "JPEG masks with in-between values",
     "bad_values": "values above the class count",
     "undefined_values": "values the format does not define",

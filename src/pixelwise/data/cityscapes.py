@@ -22,7 +22,7 @@ from pixelwise.data.base import SegmentationDataset, lut
 from pixelwise.data.folder import parse_split
 from pixelwise.errors import DatasetError
 
-#: The 19 evaluated classes in trainId order, with their labelId and colour (cityscapesScripts' labels.py).
+#: The 19 evaluated classes in trainId order, with their labelId and color (cityscapesScripts' labels.py).
 CITYSCAPES_LABELS = (
     ("road", 7, (128, 64, 128)),
     ("sidewalk", 8, (244, 35, 232)),
@@ -65,13 +65,13 @@ class Cityscapes(SegmentationDataset):
 
     format = "cityscapes"
     lut_hint = ("Cityscapes' labelIds (0..33, cityscapesScripts' labels.py) do not hold: read the "
-                "*_gtFine_labelIds.png files, not the colour or instance PNGs")
+                "*_gtFine_labelIds.png files, not the color or instance PNGs")
 
     def __init__(self, root: str | Path, split: str = "train", transforms=None, ignore_index: int = 255,
                  require_masks: bool = False, strict: bool = True) -> None:
         self._start(root, split, transforms, ignore_index, void_is_255="pixelwise's Cityscapes")
         self.classes = [name for name, _, _ in CITYSCAPES_LABELS]
-        self.palette = [colour for _, _, colour in CITYSCAPES_LABELS]
+        self.palette = [color for _, _, color in CITYSCAPES_LABELS]
         self.mask_lut = lut(LABEL_TO_TRAIN)
         name, part = parse_split(split)
         if name not in ("train", "val", "test"):

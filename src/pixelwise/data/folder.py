@@ -3,8 +3,8 @@
 Layout (``root`` is the dataset folder)::
 
     root/classes.txt              one class name a line, in id order (required)
-    root/palette.txt              optional: one "R G B" line per class (default: CamVid's colours for CamVid's
-                                  classes, else the PASCAL VOC colour map)
+    root/palette.txt              optional: one "R G B" line per class (default: CamVid's colors for CamVid's
+                                  classes, else the PASCAL VOC color map)
     root/images/<split>/<id>.jpg  or .png, .jpeg, .bmp, .tif, .tiff
     root/masks/<split>/<id>.png   single-channel uint8 class ids, 255 = void (ignore_index)
     root/<split>.txt              optional: the ids of the split, one a line (their order is kept)
@@ -14,7 +14,7 @@ A split may be sliced, ``"train[:25]"`` / ``"train[25:]"``, to carve a validatio
 deterministically (the order is that of ``<split>.txt``, or of the sorted file names).
 
 Masks that are not class ids are read with an option rather than converted by hand: ``binary_threshold=T`` for
-0/255 (or JPEG) binary masks (stored value >= T is class 1, else 0), ``colour_map=FILE`` for RGB colour masks.
+0/255 (or JPEG) binary masks (stored value >= T is class 1, else 0), ``color_map=FILE`` for RGB color masks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from pixelwise.data.base import Sample, SegmentationDataset, lut
-from pixelwise.data.io import IMAGE_EXTENSIONS, read_colour_map, read_image, read_mask  # noqa: F401 (re-exported)
+from pixelwise.data.io import IMAGE_EXTENSIONS, read_color_map, read_image, read_mask  # noqa: F401 (re-exported)
 from pixelwise.data.palette import CAMVID_CLASSES, CAMVID_PALETTE, default_palette, read_palette
 from pixelwise.errors import DatasetError
 
@@ -84,7 +84,7 @@ class SegmentationFolder(SegmentationDataset):
         require_masks: raise if the split has no masks (evaluation and training need them).
         binary_threshold: read binary masks (0/255 PNGs, JPEGs): stored value >= threshold is class 1, else 0.
             Needs 2 classes.
-        colour_map: a colour map file (:func:`pixelwise.data.io.read_colour_map`) to read RGB colour masks.
+        color_map: a color map file (:func:`pixelwise.data.io.read_color_map`) to read RGB color masks.
         strict: raise for an image without a mask (False: list it in ``missing_masks`` and leave it out; what
             ``pixelwise datasets check`` uses to report every problem at once).
         exif: turn images upright by their EXIF orientation (see :class:`SegmentationDataset`).
@@ -95,7 +95,7 @@ class SegmentationFolder(SegmentationDataset):
     Raises:
         DatasetError: a missing folder or classes.txt, an empty split, an id without image or mask, an unreadable
             image, a mask of another size than its image, a mask value >= num_classes that is not ignore_index, an
-            RGB colour mask. Each message names the file and the fix.
+            RGB color mask. Each message names the file and the fix.
     """
 
     format = "folder"
@@ -108,7 +108,7 @@ class SegmentationFolder(SegmentationDataset):
         ignore_index: int = 255,
         require_masks: bool = False,
         binary_threshold: int | None = None,
-        colour_map: str | Path | None = None,
+        color_map: str | Path | None = None,
         strict: bool = True,
     ) -> None:
         self._start(root, split, transforms, ignore_index)
@@ -118,12 +118,12 @@ class SegmentationFolder(SegmentationDataset):
         palette_file = self.root / "palette.txt"
         if palette_file.is_file():
             self.palette = read_palette(palette_file)
-        elif tuple(self.classes) == CAMVID_CLASSES:  # the colours users know CamVid by
+        elif tuple(self.classes) == CAMVID_CLASSES:  # the colors users know CamVid by
             self.palette = list(CAMVID_PALETTE)
         else:
             self.palette = default_palette(len(self.classes))
         if len(self.palette) < len(self.classes):
-            raise DatasetError(f"{palette_file} has {len(self.palette)} colours for {len(self.classes)} classes")
+            raise DatasetError(f"{palette_file} has {len(self.palette)} colors for {len(self.classes)} classes")
         self.palette = self.palette[: len(self.classes)]
         if binary_threshold is not None:
             if not 0 < int(binary_threshold) < 256 or len(self.classes) != 2:
@@ -132,8 +132,8 @@ class SegmentationFolder(SegmentationDataset):
                     f"({self.root / 'classes.txt'} lists {len(self.classes)})"
                 )
             self.mask_lut = lut({v: int(v >= int(binary_threshold)) for v in range(256)})
-        if colour_map is not None:
-            self.colour_map = read_colour_map(colour_map, ignore_index)
+        if color_map is not None:
+            self.color_map = read_color_map(color_map, ignore_index)
 
         name, part = parse_split(split)
         image_dir = self.root / "images" / name

@@ -41,8 +41,8 @@ BINARY_MASK_HINT = (
 
 class DataProblem(DatasetError):
     """A mask that cannot be used as it is; ``kind`` names the problem for :mod:`pixelwise.data.check`'s report
-    (``"colour_mask"``, ``"bad_values"``, ``"binary_mask"``, ``"jpeg_mask"``, ``"undefined_values"``,
-    ``"unreadable"``), ``values`` holds the offending mask values or colours."""
+    (``"color_mask"``, ``"bad_values"``, ``"binary_mask"``, ``"jpeg_mask"``, ``"undefined_values"``,
+    ``"unreadable"``), ``values`` holds the offending mask values or colors."""
 
     def __init__(self, message: str, kind: str = "unreadable", values=()) -> None:
         # kind has a default so that PyTorch can rebuild the error from its message alone when a DataLoader worker
@@ -137,7 +137,7 @@ _TV_DECODE_JPEG = getattr(tvio, "decode_jpeg", None)
 
 
 def read_image(path: Path, channels: int = 3, exif: bool = True) -> tv_tensors.Image:
-    """Decode an image file to uint8 (channels, H, W), converting the colour mode (grayscale, RGB, palette, RGBA,
+    """Decode an image file to uint8 (channels, H, W), converting the color mode (grayscale, RGB, palette, RGBA,
     CMYK) to ``channels`` = 1 (grayscale) or 3 (RGB). 16-bit images are scaled to 8 bits. ``exif=True`` applies
     the file's EXIF orientation (a phone photo stored sideways comes out upright); ``exif=False`` returns the
     stored pixel order.
@@ -186,18 +186,18 @@ def image_header(path: Path) -> tuple[str, tuple[int, int], int]:
         raise unreadable(path, e) from e
 
 
-def read_mask_array(path: Path, colour_map: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
+def read_mask_array(path: Path, color_map: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
     """The stored values of a mask file, uint8 (H, W), read with Pillow (palette PNGs as their indices; 16-bit
-    values above 255 refused). With ``colour_map`` ``{(R, G, B): class id}`` an RGB colour mask is turned into ids.
+    values above 255 refused). With ``color_map`` ``{(R, G, B): class id}`` an RGB color mask is turned into ids.
 
     Raises:
-        DataProblem: unreadable file; an RGB mask without a colour map (kind ``"colour_mask"``, the colours found
-            in ``values``); a colour absent from the colour map; values above 255.
+        DataProblem: unreadable file; an RGB mask without a color map (kind ``"color_mask"``, the colors found
+            in ``values``); a color absent from the color map; values above 255.
     """
     try:
         with Image.open(path) as im:
             mode = im.mode
-            if mode in ("RGB", "RGBA", "CMYK", "YCbCr") or (colour_map is not None and mode == "P"):
+            if mode in ("RGB", "RGBA", "CMYK", "YCbCr") or (color_map is not None and mode == "P"):
                 rgb = np.array(im.convert("RGB"))
             else:
                 arr = np.array(im)
@@ -205,7 +205,7 @@ def read_mask_array(path: Path, colour_map: dict[tuple[int, int, int], int] | No
     except _PILLOW_ERRORS as e:
         raise unreadable(path, e, "mask") from e
     if rgb is not None:
-        return _colours_to_ids(path, rgb, colour_map, mode)
+        return _colors_to_ids(path, rgb, color_map, mode)
     if arr.ndim != 2:
         raise DataProblem(f"mask {path} has shape {arr.shape}: masks must be single-channel (H, W) class ids",
                           "unreadable")
@@ -219,44 +219,44 @@ def read_mask_array(path: Path, colour_map: dict[tuple[int, int, int], int] | No
     return arr
 
 
-def _colours_to_ids(path: Path, rgb: np.ndarray, colour_map: dict | None, mode: str) -> np.ndarray:
+def _colors_to_ids(path: Path, rgb: np.ndarray, color_map: dict | None, mode: str) -> np.ndarray:
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     found, inverse, counts = np.unique(codes.ravel(), return_inverse=True, return_counts=True)
-    colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in found.tolist()]
-    by_count = [colours[i] for i in np.argsort(-counts)]
-    if colour_map is None:
+    colors = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in found.tolist()]
+    by_count = [colors[i] for i in np.argsort(-counts)]
+    if color_map is None:
         shown = ", ".join(" ".join(map(str, c)) for c in by_count[:6]) + (", ..." if len(by_count) > 6 else "")
         raise DataProblem(
-            f"mask {path} is an {mode} colour image ({len(colours)} colours, most frequent: {shown}): masks must be "
-            "single-channel class ids (uint8 PNG, mode L or P). Read colour masks with a colour map: "
-            "`--colour-map FILE` (training: `--set data_kwargs.colour_map=FILE`), FILE holding one 'R G B' "
-            "line per class id and optionally a line 'void R G B'", "colour_mask", by_count
+            f"mask {path} is an {mode} color image ({len(colors)} colors, most frequent: {shown}): masks must be "
+            "single-channel class ids (uint8 PNG, mode L or P). Read color masks with a color map: "
+            "`--color-map FILE` (training: `--set data_kwargs.color_map=FILE`), FILE holding one 'R G B' "
+            "line per class id and optionally a line 'void R G B'", "color_mask", by_count
         )
-    unknown = [c for c in by_count if c not in colour_map]
+    unknown = [c for c in by_count if c not in color_map]
     if unknown:
         shown = ", ".join(" ".join(map(str, c)) for c in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
-        hint = (" (a JPEG colour mask: lossy compression invents colours; save masks as PNG)"
+        hint = (" (a JPEG color mask: lossy compression invents colors; save masks as PNG)"
                 if Path(path).suffix.lower() in (".jpg", ".jpeg") else "")
         raise DataProblem(
-            f"mask {path} holds {len(unknown)} colour(s) that the colour map does not list: {shown}{hint}. Add them "
-            "to the colour map file (one 'R G B' line per class id, 'void R G B' for void)", "colour_mask", unknown
+            f"mask {path} holds {len(unknown)} color(s) that the color map does not list: {shown}{hint}. Add them "
+            "to the color map file (one 'R G B' line per class id, 'void R G B' for void)", "color_mask", unknown
         )
-    lut = np.array([colour_map[c] for c in colours], dtype=np.uint8)
+    lut = np.array([color_map[c] for c in colors], dtype=np.uint8)
     return lut[inverse].reshape(codes.shape)
 
 
-def read_colour_map(path: str | Path, ignore_index: int = 255) -> dict[tuple[int, int, int], int]:
-    """Read a colour map file: one ``R G B`` line per class id, in order, plus optional ``void R G B`` lines whose
-    colours become ``ignore_index``. Blank lines and ``#`` comments are skipped.
+def read_color_map(path: str | Path, ignore_index: int = 255) -> dict[tuple[int, int, int], int]:
+    """Read a color map file: one ``R G B`` line per class id, in order, plus optional ``void R G B`` lines whose
+    colors become ``ignore_index``. Blank lines and ``#`` comments are skipped.
 
     Raises:
-        DatasetError: missing file, a malformed line, or a colour listed twice (names the file and line).
+        DatasetError: missing file, a malformed line, or a color listed twice (names the file and line).
     """
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read colour map {path} ({e}): write one 'R G B' line per class id") from e
+        raise DatasetError(f"cannot read color map {path} ({e}): write one 'R G B' line per class id") from e
     mapping: dict[tuple[int, int, int], int] = {}
     next_id = 0
     for n, raw in enumerate(lines, start=1):
@@ -266,15 +266,15 @@ def read_colour_map(path: str | Path, ignore_index: int = 255) -> dict[tuple[int
         void = fields[0].lower() == "void"
         values = fields[1:] if void else fields
         if len(values) != 3 or not all(v.isdigit() and int(v) <= 255 for v in values):
-            raise DatasetError(f"{path}, line {n}: bad colour map line {raw.strip()!r}: expected 'R G B' (0..255) "
+            raise DatasetError(f"{path}, line {n}: bad color map line {raw.strip()!r}: expected 'R G B' (0..255) "
                                "or 'void R G B'")
-        colour = (int(values[0]), int(values[1]), int(values[2]))
-        if colour in mapping:
-            raise DatasetError(f"{path}, line {n}: colour {colour} is listed twice")
-        mapping[colour] = ignore_index if void else next_id
+        color = (int(values[0]), int(values[1]), int(values[2]))
+        if color in mapping:
+            raise DatasetError(f"{path}, line {n}: color {color} is listed twice")
+        mapping[color] = ignore_index if void else next_id
         next_id += 0 if void else 1
     if next_id == 0:
-        raise DatasetError(f"colour map {path} lists no class colour: write one 'R G B' line per class id")
+        raise DatasetError(f"color map {path} lists no class color: write one 'R G B' line per class id")
     return mapping
 
 
@@ -282,7 +282,7 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255) -> tv_tenso
     """Read a class-id mask to int64 (H, W) and check its values.
 
     Raises:
-        DatasetError: unreadable file, colour mask, or ids >= num_classes other than ignore_index; a mask of only
+        DatasetError: unreadable file, color mask, or ids >= num_classes other than ignore_index; a mask of only
             0 and 255 with a class count below 255 is called out as a probable 0/255 binary image.
     """
     arr = read_mask_array(path)

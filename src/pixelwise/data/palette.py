@@ -1,6 +1,6 @@
-"""Class colour palettes: the PASCAL VOC colour map, the CamVid colours, and palette files.
+"""Class color palettes: the PASCAL VOC color map, the CamVid colors, and palette files.
 
-A palette is a sequence of ``(R, G, B)`` tuples of ints in ``0..255``; entry ``k`` is the colour of class id ``k``.
+A palette is a sequence of ``(R, G, B)`` tuples of ints in ``0..255``; entry ``k`` is the color of class id ``k``.
 Pixels whose id is the dataset's ``ignore_index`` (void, 255 by default) are drawn in :data:`VOID_COLOR`.
 """
 
@@ -22,7 +22,7 @@ __all__ = [
 
 RGB = tuple[int, int, int]
 
-#: Colour of void (``ignore_index``) pixels: white, as the VOC devkit's border pixels show it.
+#: Color of void (``ignore_index``) pixels: white, as the VOC devkit's border pixels show it.
 VOID_COLOR: RGB = (255, 255, 255)
 
 #: Class names of the SegNet 11-class CamVid labelling, in class-id order.
@@ -40,7 +40,7 @@ CAMVID_CLASSES: tuple[str, ...] = (
     "Bicyclist",
 )
 
-#: Colours of the SegNet 11-class CamVid labelling, in the order of :data:`CAMVID_CLASSES`.
+#: Colors of the SegNet 11-class CamVid labelling, in the order of :data:`CAMVID_CLASSES`.
 CAMVID_PALETTE: tuple[RGB, ...] = (
     (128, 128, 128),  # Sky
     (128, 0, 0),  # Building
@@ -57,11 +57,11 @@ CAMVID_PALETTE: tuple[RGB, ...] = (
 
 
 def default_palette(num_classes: int) -> list[RGB]:
-    """Return the PASCAL VOC colour map for class ids ``0 .. num_classes - 1``.
+    """Return the PASCAL VOC color map for class ids ``0 .. num_classes - 1``.
 
     This is the VOC devkit's ``labelcolormap``: the bits of the class id are dealt out in turn to R, G and B,
-    most significant colour bit first, so class 0 is black, 1 is ``(128, 0, 0)``, 2 ``(0, 128, 0)``,
-    3 ``(128, 128, 0)``, 4 ``(0, 0, 128)`` and 15 ``(192, 128, 128)``. Colours are distinct for ids below 2**24.
+    most significant color bit first, so class 0 is black, 1 is ``(128, 0, 0)``, 2 ``(0, 128, 0)``,
+    3 ``(128, 128, 0)``, 4 ``(0, 0, 128)`` and 15 ``(192, 128, 128)``. Colors are distinct for ids below 2**24.
 
     Raises:
         ValueError: ``num_classes`` is negative or not an int.
@@ -70,7 +70,7 @@ def default_palette(num_classes: int) -> list[RGB]:
         raise ValueError(f"num_classes must be an int, got {num_classes!r}")
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-    colours: list[RGB] = []
+    colors: list[RGB] = []
     for class_id in range(num_classes):
         r = g = b = 0
         c = class_id
@@ -80,8 +80,8 @@ def default_palette(num_classes: int) -> list[RGB]:
             g |= ((c >> 1) & 1) << shift
             b |= ((c >> 2) & 1) << shift
             c >>= 3
-        colours.append((r, g, b))
-    return colours
+        colors.append((r, g, b))
+    return colors
 
 
 _SEPARATORS = re.compile(r"[\s,]+")
@@ -91,10 +91,10 @@ def read_palette(path: str | os.PathLike[str]) -> list[RGB]:
     """Read a palette file: one ``R G B`` line per class id, in order.
 
     Values are ints in ``0..255`` separated by spaces, tabs or commas. Blank lines and ``#`` comments (whole-line
-    or after the colour) are skipped; they do not take a class id.
+    or after the color) are skipped; they do not take a class id.
 
     Raises:
-        DatasetError: the file is missing or unreadable, holds no colour, or a line is not three ints in
+        DatasetError: the file is missing or unreadable, holds no color, or a line is not three ints in
             ``0..255``; the message names the file and the line number.
     """
     path = Path(path)
@@ -105,7 +105,7 @@ def read_palette(path: str | os.PathLike[str]) -> list[RGB]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read palette file {path}: {exc}") from None
 
-    colours: list[RGB] = []
+    colors: list[RGB] = []
     for line_no, raw in enumerate(text.splitlines(), start=1):
         content = raw.split("#", 1)[0].strip()
         if not content:
@@ -128,8 +128,8 @@ def read_palette(path: str | os.PathLike[str]) -> list[RGB]:
                 values.append(value)
         if problem is not None:
             raise DatasetError(f"{path}, line {line_no}: bad palette line {raw.strip()!r}: {problem}")
-        colours.append((values[0], values[1], values[2]))
+        colors.append((values[0], values[1], values[2]))
 
-    if not colours:
-        raise DatasetError(f"palette file {path} holds no colour (write one 'R G B' line per class)")
-    return colours
+    if not colors:
+        raise DatasetError(f"palette file {path} holds no color (write one 'R G B' line per class)")
+    return colors

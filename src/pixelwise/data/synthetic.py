@@ -33,7 +33,7 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 130, 200),  # triangle: blue
     (255, 225, 25),  # ring: yellow
 )
-# Centre of the hue (0..1) that each shape class' fill colour is drawn around: the same hues as the palette.
+# Centre of the hue (0..1) that each shape class' fill color is drawn around: the same hues as the palette.
 _HUE_BIAS: dict[int, float] = {1: 0.97, 2: 0.36, 3: 0.57, 4: 0.15}
 _HUE_JITTER = 0.06
 
@@ -54,10 +54,10 @@ class SyntheticShapes(Dataset):
       of the shape drawn there (0 for background) or :attr:`ignore_index` (255, void) on the one-pixel band just
       inside each visible shape outline, where a real annotator could not tell the classes apart.
 
-    ``(H, W)`` is ``image_size``. Each image has a background mixing a random colour gradient, sinusoidal stripes of
+    ``(H, W)`` is ``image_size``. Each image has a background mixing a random color gradient, sinusoidal stripes of
     random orientation and frequency, and pixel noise, and 2 to 6 shapes of random class, size, position and
     rotation. Shapes may overlap and may be cut by the image border; a shape drawn later covers earlier ones. The fill
-    colour of a shape is random with a hue biased towards its class' palette colour, plus per-shape shading and noise.
+    color of a shape is random with a hue biased towards its class' palette color, plus per-shape shading and noise.
 
     Determinism: image ``i`` of a split is a pure function of ``(seed, split, i, image_size)``; it is generated in
     :meth:`__getitem__` from ``numpy.random.default_rng([seed, split_index, i])`` and nothing is cached, so the same
@@ -161,12 +161,12 @@ class SyntheticShapes(Dataset):
         return np.rint(image).astype(np.uint8), mask
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
-        """Float32 (H, W, 3) background: colour gradient + stripes + pixel noise, weights random per image."""
+        """Float32 (H, W, 3) background: color gradient + stripes + pixel noise, weights random per image."""
         height, width = self.image_size
         yy, xx = self._yy, self._xx
         scale = float(max(height, width))
 
-        # Smooth gradient between two muted colours along a random direction.
+        # Smooth gradient between two muted colors along a random direction.
         grey = rng.uniform(50.0, 170.0, size=2)
         c0 = (grey[0] + rng.uniform(-35.0, 35.0, size=3)).astype(np.float32)
         c1 = (grey[1] + rng.uniform(-35.0, 35.0, size=3)).astype(np.float32)
@@ -252,16 +252,16 @@ class SyntheticShapes(Dataset):
         )
         boundary = inside & ~interior
 
-        # Fill colour: hue biased to the class, random saturation and value, plus shading and noise.
+        # Fill color: hue biased to the class, random saturation and value, plus shading and noise.
         hue = (_HUE_BIAS[cls] + rng.uniform(-_HUE_JITTER, _HUE_JITTER)) % 1.0
         rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.6, 1.0))
-        colour = np.asarray(rgb, dtype=np.float32) * np.float32(255.0)
+        color = np.asarray(rgb, dtype=np.float32) * np.float32(255.0)
         shade_angle = rng.uniform(0.0, 2.0 * math.pi)
         shade = rng.uniform(0.0, 35.0) / max(extent, 1.0)
         noise_sigma = np.float32(rng.uniform(2.0, 12.0))
         count = int(inside.sum())
         shading = (math.cos(shade_angle) * dx[inside] + math.sin(shade_angle) * dy[inside]) * np.float32(shade)
-        fill = colour + shading[:, None] + noise_sigma * rng.standard_normal((count, 3), dtype=np.float32)
+        fill = color + shading[:, None] + noise_sigma * rng.standard_normal((count, 3), dtype=np.float32)
 
         region = image[y0:y1, x0:x1]
         region[inside] = fill

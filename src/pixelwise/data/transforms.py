@@ -59,7 +59,7 @@ def train_transforms(
     color_jitter: float = 0.2,
 ) -> v2.Compose:
     """Training augmentation: random scale, random crop (padded with 0 / ``ignore_index``), horizontal flip,
-    colour jitter, then float conversion and normalisation of the image. Input: ``(Image uint8 (C,H,W),
+    color jitter, then float conversion and normalisation of the image. Input: ``(Image uint8 (C,H,W),
     Mask int64 (H,W))``; output: ``(Image float32 (C,h,w), Mask int64 (h,w))`` with ``(h, w) = crop_size``.
     """
     ops: list[v2.Transform] = [

@@ -1,4 +1,4 @@
-"""Visualisation of segmentation masks: colour masks, overlays, palette PNGs and legends."""
+"""Visualisation of segmentation masks: color masks, overlays, palette PNGs and legends."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Turn class-id masks into pictures: colour masks, overlays on the image, palette PNGs and legends.
+"""Turn class-id masks into pictures: color masks, overlays on the image, palette PNGs and legends.
 
 A mask is a 2-D integer ``numpy.ndarray`` or ``torch.Tensor`` of class ids, ``(H, W)``; pixels equal to
 ``ignore_index`` (255 by default) are void and drawn in :data:`pixelwise.data.palette.VOID_COLOR`. A palette is a
-sequence of ``(R, G, B)`` ints in ``0..255`` (or an ``(N, 3)`` array), entry ``k`` being the colour of class ``k``.
+sequence of ``(R, G, B)`` ints in ``0..255`` (or an ``(N, 3)`` array), entry ``k`` being the color of class ``k``.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ def _palette_array(palette: Any) -> np.ndarray:
     try:
         arr = np.asarray(palette)
     except (TypeError, ValueError):
-        raise ValueError("palette must be a sequence of (R, G, B) colours") from None
+        raise ValueError("palette must be a sequence of (R, G, B) colors") from None
     if arr.size == 0:
         return np.zeros((0, 3), dtype=np.uint8)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"palette must be a sequence of (R, G, B) colours, got an array of shape {arr.shape}")
+        raise ValueError(f"palette must be a sequence of (R, G, B) colors, got an array of shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"palette colours must be ints in 0..255, got dtype {arr.dtype}")
+        raise ValueError(f"palette colors must be ints in 0..255, got dtype {arr.dtype}")
     if arr.min() < 0 or arr.max() > 255:
-        raise ValueError("palette colours must be ints in 0..255")
+        raise ValueError("palette colors must be ints in 0..255")
     return arr.astype(np.uint8)
 
 
@@ -57,7 +57,7 @@ def _mask_array(mask: Any) -> np.ndarray:
 def colorize(
     mask: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]], ignore_index: int | None = 255
 ) -> np.ndarray:
-    """Colour a class-id mask: ``uint8 (H, W, 3)`` with ``palette[k]`` wherever ``mask == k``.
+    """Color a class-id mask: ``uint8 (H, W, 3)`` with ``palette[k]`` wherever ``mask == k``.
 
     Args:
         mask: integer ``(H, W)`` numpy array or torch tensor of class ids.
@@ -77,8 +77,8 @@ def colorize(
         values = np.unique(arr[bad])
         shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if len(values) > 10 else "")
         raise ValueError(
-            f"mask holds class id {int(values[0])} but the palette has {n} colours (ids 0..{n - 1}); "
-            f"ids without a colour: {shown}"
+            f"mask holds class id {int(values[0])} but the palette has {n} colors (ids 0..{n - 1}); "
+            f"ids without a color: {shown}"
         )
     lut = np.concatenate([lut, np.asarray([VOID_COLOR], dtype=np.uint8)], axis=0)
     index = arr.astype(np.intp, copy=True)
@@ -119,7 +119,7 @@ def overlay(
     alpha: float = 0.5,
     ignore_index: int | None = 255,
 ) -> np.ndarray:
-    """Blend the colour mask over the image: ``uint8 (H, W, 3)``.
+    """Blend the color mask over the image: ``uint8 (H, W, 3)``.
 
     Each pixel is ``round((1 - alpha) * image + alpha * palette[mask])``, rounding halves up; void pixels
     (``mask == ignore_index``) show the image unchanged.
@@ -129,7 +129,7 @@ def overlay(
             (a ``tv_tensors.Image`` works) or ``(H, W)``.
         mask: integer ``(H, W)`` class ids, as for :func:`colorize`.
         palette: one ``(R, G, B)`` per class id.
-        alpha: weight of the mask colour, in ``[0, 1]``.
+        alpha: weight of the mask color, in ``[0, 1]``.
         ignore_index: void id; ``None`` for no void id.
 
     Raises:
@@ -144,8 +144,8 @@ def overlay(
         raise ValueError(
             f"image size {img.shape[0]}x{img.shape[1]} (HxW) differs from mask size {arr.shape[0]}x{arr.shape[1]}"
         )
-    colours = colorize(arr, palette, ignore_index=ignore_index)
-    blended = np.floor((1.0 - alpha) * img.astype(np.float64) + alpha * colours.astype(np.float64) + 0.5)
+    colors = colorize(arr, palette, ignore_index=ignore_index)
+    blended = np.floor((1.0 - alpha) * img.astype(np.float64) + alpha * colors.astype(np.float64) + 0.5)
     out = np.clip(blended, 0, 255).astype(np.uint8)
     if ignore_index is not None:
         void = arr == ignore_index
@@ -158,7 +158,7 @@ def save_class_png(
 ) -> Path:
     """Write ``mask`` as a palette-mode ('P') PNG whose pixel values are the class ids.
 
-    ``np.array(Image.open(path))`` reads the ids back unchanged, and image viewers show the classes in colour:
+    ``np.array(Image.open(path))`` reads the ids back unchanged, and image viewers show the classes in color:
     palette entry ``k`` is ``palette[k]``, entries past the classes are black and entry 255 is ``VOID_COLOR``.
     Ids without a palette entry are still written (they display black).
 
@@ -167,7 +167,7 @@ def save_class_png(
 
     Raises:
         ValueError: ``mask`` is not 2-D integer, holds an id outside ``0..255``, or the palette has more than 255
-            colours (index 255 is void).
+            colors (index 255 is void).
     """
     arr = _mask_array(mask)
     lut = _palette_array(palette)
@@ -187,13 +187,13 @@ def save_class_png(
 
 
 def legend(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> list[tuple[str, str]]:
-    """Pair each class name with its colour as ``'#rrggbb'``: ``[(name, '#rrggbb'), ...]`` in class-id order.
+    """Pair each class name with its color as ``'#rrggbb'``: ``[(name, '#rrggbb'), ...]`` in class-id order.
 
     Raises:
-        ValueError: the palette has fewer colours than there are class names.
+        ValueError: the palette has fewer colors than there are class names.
     """
     lut = _palette_array(palette)
     names = list(class_names)
     if len(lut) < len(names):
-        raise ValueError(f"{len(names)} class names but only {len(lut)} palette colours")
+        raise ValueError(f"{len(names)} class names but only {len(lut)} palette colors")
     return [(str(name), "#{:02x}{:02x}{:02x}".format(*(int(c) for c in lut[k]))) for k, name in enumerate(names)]
