@@ -145,7 +145,7 @@ def test_separable_conv_without_depthwise_bn_relu_is_xceptions():
     (Xception, Chollet 2017; SMP's DeepLabV3Plus), against F.conv2d and F.batch_norm with the block's own weights;
     the paper's form keeps BN + ReLU after the depthwise step. In a whole DeepLabv3+, every separable block loses
     exactly its intermediate BN (2 parameters per channel) and the output shape is kept."""
-    from pixelwise.layers.aspp import separable_conv_bn_relu
+    from pixelwise.layers.blocks import separable_conv_bn_relu
     from pixelwise.models import build_model, count_parameters
 
     g = torch.Generator().manual_seed(0)

@@ -6,11 +6,17 @@ in minutes on two cores; `test_default_options_build_and_run` covers the default
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pixelwise.errors import ConfigError
 from pixelwise.models import build_model, list_models, model_complexity
+from pixelwise.models.fcn import FCN
+from pixelwise.models.registry import _accepted_options, _get_entry
 
 from _model_options import LIGHT
 
@@ -27,6 +33,26 @@ def test_the_canon_is_registered() -> None:
     expected = {"fcn32s", "fcn16s", "fcn8s", "segnet", "deconvnet", "dilated_frontend", "deeplabv3",
                 "deeplabv3plus", "unet", "encoder_unet", "patch_classifier"}
     assert expected <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_options_are_the_model_classs_own_keyword_arguments(name: str) -> None:
+    """A model's options are declared once, in its class's ``__init__``: the registry reads them from there."""
+    factory = _get_entry(name).factory
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    assert isinstance(cls, type) and issubclass(cls, torch.nn.Module), f"{name} registers {factory!r}, not a class"
+    own = [p for p in inspect.signature(cls).parameters if p not in ("num_classes", "in_channels")]
+    fixed = set(factory.keywords) if isinstance(factory, functools.partial) else set()
+    assert _accepted_options(factory) == sorted(set(own) - fixed)
+
+
+def test_a_variant_is_its_class_with_one_argument_fixed() -> None:
+    for variant in (32, 16, 8):
+        model = _build(f"fcn{variant}s")
+        assert isinstance(model, FCN) and model.variant == variant
+    # The fixed argument belongs to the name, it is not an option of it.
+    with pytest.raises(ConfigError, match="'variant'.*accepted options: backbone, backbone_weights, dropout"):
+        build_model("fcn8s", NUM_CLASSES, variant=16)
 
 
 @pytest.mark.parametrize("name", MODELS)

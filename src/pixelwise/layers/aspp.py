@@ -3,59 +3,15 @@ Semantic Image Segmentation", arXiv 1706.05587, 2017)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ASPP", "atrous_block", "conv_bn_relu", "separable_conv_bn_relu"]
+from pixelwise.layers.blocks import atrous_block, conv_bn_relu
 
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:
-    """``Conv2d`` ('same' padding, no bias: BN adds its own) -> ``BatchNorm2d`` -> ``ReLU``."""
-    padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def separable_conv_bn_relu(
-    in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, depthwise_bn_relu: bool = True
-) -> nn.Sequential:
-    """Atrous separable convolution as DeepLabv3+ uses it (Chen et al., ECCV 2018, sec. 3.1): a depthwise
-    ``kernel_size`` convolution at atrous rate ``dilation`` -> BN -> ReLU, then a pointwise 1x1 convolution -> BN ->
-    ReLU (the paper adds BN and ReLU after the depthwise step, as MobileNet does, and so does its reference code).
-    About ``kernel_size**2`` times fewer multiply-adds than :func:`conv_bn_relu` for wide layers.
-
-    ``depthwise_bn_relu=False`` drops the BN and ReLU between the two steps: depthwise -> pointwise -> BN -> ReLU,
-    the separable convolution of Xception (Chollet, CVPR 2017, sec. 4.7, which found no intermediate non-linearity
-    better there) and of segmentation_models_pytorch's DeepLabV3Plus.
-
-    Shapes: (N, in_channels, H, W) float -> (N, out_channels, H, W) float.
-    """
-    padding = dilation * (kernel_size - 1) // 2
-    depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding, dilation=dilation,
-                          groups=in_channels, bias=False)
-    between = [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True)] if depthwise_bn_relu else []
-    return nn.Sequential(
-        depthwise,
-        *between,
-        nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def atrous_block(separable: bool, depthwise_bn_relu: bool = True) -> Callable[..., nn.Sequential]:
-    """The block builder for a 3x3 atrous layer: :func:`separable_conv_bn_relu` (with ``depthwise_bn_relu``) when
-    ``separable``, else :func:`conv_bn_relu`; both take (in_channels, out_channels, kernel_size, dilation)."""
-    if separable:
-        return functools.partial(separable_conv_bn_relu, depthwise_bn_relu=depthwise_bn_relu)
-    return conv_bn_relu
+__all__ = ["ASPP", "ImagePooling"]
 
 
 class ImagePooling(nn.Module):
@@ -91,9 +47,9 @@ class ASPP(nn.Module):
         image_pooling: include the image-level branch (works at batch size 1, see :class:`ImagePooling`).
         dropout: dropout probability after the projection (0.1 in the paper's code; 0 disables).
         separable: the 3x3 atrous branches as depthwise-separable convolutions (DeepLabv3+'s "atrous separable
-            convolution", :func:`separable_conv_bn_relu`) instead of full ones.
+            convolution", :func:`~pixelwise.layers.blocks.separable_conv_bn_relu`) instead of full ones.
         depthwise_bn_relu: with ``separable``, BN and ReLU between the depthwise and pointwise steps (the paper's
-            design, the default); False builds Xception's separable convolution, see :func:`separable_conv_bn_relu`.
+            design, the default); False builds Xception's separable convolution (see the same function).
 
     Shapes:
         (N, in_channels, H, W) float -> (N, out_channels, H, W) float.

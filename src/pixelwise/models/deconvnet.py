@@ -4,7 +4,7 @@ Source: Hyeonwoo Noh, Seunghoon Hong, Bohyung Han. "Learning Deconvolution Netwo
 ICCV 2015. https://arxiv.org/abs/1505.04366
 
 The encoder is VGG-16's 13 convolutions, each 2x2 max-pooling remembering its indices (the same encoder as SegNet,
-:class:`~pixelwise.models.segnet.VGGEncoderWithIndices`), followed by VGG's classifier turned into convolutions:
+:class:`~pixelwise.models.common.VGGEncoderWithIndices`), followed by VGG's classifier turned into convolutions:
 fc6 a 7x7 valid convolution 512 -> 4096, which on a 224x224 input sees all of pool5's 7x7 map and gives a 1x1 map,
 and fc7 a 1x1 convolution 4096 -> 4096. Built from a VGG backbone, fc6 and fc7 are its ``nn.Linear`` layers
 convolutionalized (:func:`~pixelwise.layers.linear_to_conv2d`), so ImageNet weights carry over.
@@ -38,15 +38,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers import GemmConv2d, linear_to_conv2d, max_unpool2d
+from pixelwise.layers import max_unpool2d
+from pixelwise.layers.blocks import deconv_bn_relu, he_init_
+from pixelwise.models.common import (
+    VGG_FC6_KERNEL,
+    VGG_FC_CHANNELS,
+    VGGEncoderWithIndices,
+    check_vgg_model_args,
+    mirrored_widths,
+    vgg_fc_convs,
+)
 from pixelwise.models.registry import register_model
-from pixelwise.models.segnet import VGGEncoderWithIndices, check_vgg_model_args, init_decoder, mirrored_widths
 
-__all__ = ["FallbackBatchNorm2d", "DeconvNet", "deconvnet"]
-
-# fc6's kernel: the 7x7 pool5 map of a 224x224 ImageNet image, which VGG's first Linear layer was built for.
-FC6_KERNEL = 7
-VGG_FC_WIDTH = 4096
+__all__ = ["FallbackBatchNorm2d", "DeconvNet"]
 
 
 class FallbackBatchNorm2d(nn.BatchNorm2d):
@@ -67,11 +71,11 @@ class FallbackBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def _deconv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
-    # padding=1 keeps the size, like the encoder's 3x3 convolutions; no bias because BatchNorm follows.
-    return [nn.ConvTranspose2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
-
-
+@register_model(
+    "deconvnet",
+    paper="Noh, Hong, Han. Learning Deconvolution Network for Semantic Segmentation. ICCV 2015",
+    description="VGG-16 with fc6/fc7 as convolutions; mirrored decoder of unpooling and 3x3 transposed convolutions.",
+)
 class DeconvNet(nn.Module):
     """DeconvNet (Noh, Hong, Han, ICCV 2015): VGG-16 + fc6/fc7 encoder, unpooling + deconvolution decoder.
 
@@ -88,7 +92,7 @@ class DeconvNet(nn.Module):
             parameters at 4096.
 
     Attributes:
-        encoder: :class:`~pixelwise.models.segnet.VGGEncoderWithIndices`.
+        encoder: :class:`~pixelwise.models.common.VGGEncoderWithIndices`.
         fc6: ``nn.Sequential(Conv2d(512, fc_channels, 7), FallbackBatchNorm2d, ReLU)``; 1x1 output at 224x224.
         fc7: ``nn.Sequential(Conv2d(fc_channels, fc_channels, 1), FallbackBatchNorm2d, ReLU)``.
         deconv_fc6: ``ConvTranspose2d(fc_channels, 512, 7)``, followed (after cropping) by ``deconv_fc6_bn``
@@ -109,7 +113,7 @@ class DeconvNet(nn.Module):
         in_channels: int = 3,
         backbone: str = "vgg16_bn",
         backbone_weights: object = None,
-        fc_channels: int = VGG_FC_WIDTH,
+        fc_channels: int = VGG_FC_CHANNELS,
     ) -> None:
         super().__init__()
         check_vgg_model_args(num_classes, in_channels, backbone)
@@ -121,30 +125,19 @@ class DeconvNet(nn.Module):
         self.encoder = VGGEncoderWithIndices(vgg, in_channels)
         pool5_ch = self.encoder.out_channels[-1]
 
-        fc6_conv: nn.Conv2d
-        fc7_conv: nn.Conv2d
-        if fc_channels == VGG_FC_WIDTH and vgg.fc_layers:
-            linear6, linear7 = vgg.fc_layers
-            fc6_conv = linear_to_conv2d(linear6, pool5_ch, FC6_KERNEL)
-            fc7_conv = linear_to_conv2d(linear7, VGG_FC_WIDTH, 1)
-        else:
-            fc6_conv = GemmConv2d(pool5_ch, fc_channels, FC6_KERNEL)
-            fc7_conv = nn.Conv2d(fc_channels, fc_channels, 1)
-            init_decoder(fc6_conv)
-            init_decoder(fc7_conv)
+        fc6_conv, fc7_conv = vgg_fc_convs(vgg, fc_channels, init_fresh=True)
         self.fc6 = nn.Sequential(fc6_conv, FallbackBatchNorm2d(fc_channels), nn.ReLU(inplace=True))
         self.fc7 = nn.Sequential(fc7_conv, FallbackBatchNorm2d(fc_channels), nn.ReLU(inplace=True))
 
-        self.deconv_fc6 = nn.ConvTranspose2d(fc_channels, pool5_ch, FC6_KERNEL, bias=False)
+        self.deconv_fc6 = nn.ConvTranspose2d(fc_channels, pool5_ch, VGG_FC6_KERNEL, bias=False)
         # Fallback BN here too: after cropping, a pool5 of 1x1 (inputs of 32x32 or less) leaves one value.
         self.deconv_fc6_bn = nn.Sequential(FallbackBatchNorm2d(pool5_ch), nn.ReLU(inplace=True))
         self.decoder = nn.ModuleList(
-            nn.Sequential(*[layer for cin, cout in stage for layer in _deconv_bn_relu(cin, cout)])
+            nn.Sequential(*[layer for cin, cout in stage for layer in deconv_bn_relu(cin, cout)])
             for stage in mirrored_widths(self.encoder)
         )
         self.classifier = nn.Conv2d(self.encoder.out_channels[0], num_classes, 1)
-        for module in (self.deconv_fc6, self.decoder, self.classifier):
-            init_decoder(module)
+        he_init_(self.deconv_fc6, self.decoder, self.classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits.
@@ -166,27 +159,10 @@ class DeconvNet(nn.Module):
         h5, w5 = x.shape[-2:]
         # Below 7x7, pad so fc6 has one full window; deconv-fc6 then returns 7x7 and the crop undoes the padding.
         # At 7x7 or more the valid 7x7 transposed convolution returns exactly h5 x w5 and the crop does nothing.
-        x = F.pad(x, (0, max(0, FC6_KERNEL - w5), 0, max(0, FC6_KERNEL - h5)))
+        x = F.pad(x, (0, max(0, VGG_FC6_KERNEL - w5), 0, max(0, VGG_FC6_KERNEL - h5)))
         x = self.fc7(self.fc6(x))
         x = self.deconv_fc6_bn(self.deconv_fc6(x)[..., :h5, :w5])
         for stage, (indices, size) in zip(self.decoder, reversed(switches)):
             x = stage(max_unpool2d(x, indices, kernel_size=2, stride=2, output_size=size))
         return self.classifier(x)
 
-
-@register_model(
-    "deconvnet",
-    paper="Noh, Hong, Han. Learning Deconvolution Network for Semantic Segmentation. ICCV 2015",
-    description="VGG-16 with fc6/fc7 as convolutions; mirrored decoder of unpooling and 3x3 transposed convolutions.",
-)
-def deconvnet(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "vgg16_bn",
-    backbone_weights: object = None,
-    fc_channels: int = VGG_FC_WIDTH,
-) -> DeconvNet:
-    """Factory for :class:`DeconvNet`; see there for the arguments."""
-    return DeconvNet(
-        num_classes, in_channels, backbone=backbone, backbone_weights=backbone_weights, fc_channels=fc_channels
-    )

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.aspp import ASPP, atrous_block, conv_bn_relu
+from pixelwise.layers.aspp import ASPP
+from pixelwise.layers.blocks import atrous_block, conv_bn_relu
 from pixelwise.models.registry import register_model
 
-__all__ = ["DeepLabV3", "DeepLabV3Plus", "deeplabv3", "deeplabv3plus"]
+__all__ = ["DeepLabV3", "DeepLabV3Plus"]
 
 
 def _default_rates(output_stride: int, atrous_rates: Sequence[int] | None) -> tuple[int, ...]:
@@ -36,6 +37,12 @@ def _default_rates(output_stride: int, atrous_rates: Sequence[int] | None) -> tu
     return (6, 12, 18) if output_stride == 16 else (12, 24, 36)
 
 
+@register_model(
+    "deeplabv3",
+    paper="Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic Image Segmentation. "
+    "arXiv 1706.05587, 2017",
+    description="Atrous encoder (output stride 8/16), ASPP with image pooling, bilinear upsampling",
+)
 class DeepLabV3(nn.Module):
     """DeepLabv3: atrous backbone -> ASPP -> 3x3 conv -> 1x1 classifier -> bilinear upsampling.
 
@@ -88,6 +95,12 @@ class DeepLabV3(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@register_model(
+    "deeplabv3plus",
+    paper="Chen, Zhu, Papandreou, Schroff, Adam. Encoder-Decoder with Atrous Separable Convolution for Semantic "
+    "Image Segmentation. ECCV 2018",
+    description="DeepLabv3 plus a decoder with a stride-4 low-level skip connection",
+)
 class DeepLabV3Plus(nn.Module):
     """DeepLabv3+: DeepLabv3's encoder and ASPP, plus a decoder fed by the stride-4 features.
 
@@ -160,51 +173,3 @@ class DeepLabV3Plus(nn.Module):
         logits = self.decoder(torch.cat([semantic, low_level], dim=1))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-
-@register_model(
-    "deeplabv3",
-    paper="Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic Image Segmentation. "
-    "arXiv 1706.05587, 2017",
-    description="Atrous encoder (output stride 8/16), ASPP with image pooling, bilinear upsampling",
-)
-def deeplabv3(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    backbone_weights: Any = None,
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] | None = None,
-    aspp_channels: int = 256,
-    dilate_strided_conv: bool = True,
-) -> DeepLabV3:
-    """DeepLabv3; see :class:`DeepLabV3` for the arguments."""
-    return DeepLabV3(num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
-                     dilate_strided_conv)
-
-
-@register_model(
-    "deeplabv3plus",
-    paper="Chen, Zhu, Papandreou, Schroff, Adam. Encoder-Decoder with Atrous Separable Convolution for Semantic "
-    "Image Segmentation. ECCV 2018",
-    description="DeepLabv3 plus a decoder with a stride-4 low-level skip connection",
-)
-def deeplabv3plus(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    backbone_weights: Any = None,
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] | None = None,
-    aspp_channels: int = 256,
-    low_level_channels: int = 48,
-    decoder_channels: int = 256,
-    separable: bool = False,
-    dilate_strided_conv: bool = True,
-    refine_convs: int = 2,
-    depthwise_bn_relu: bool = True,
-) -> DeepLabV3Plus:
-    """DeepLabv3+; see :class:`DeepLabV3Plus` for the arguments."""
-    return DeepLabV3Plus(
-        num_classes, in_channels, backbone, backbone_weights, output_stride, atrous_rates, aspp_channels,
-        low_level_channels, decoder_channels, separable, dilate_strided_conv, refine_convs, depthwise_bn_relu,
-    )

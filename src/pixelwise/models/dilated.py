@@ -27,18 +27,18 @@ from torch import nn
 
 from pixelwise.backbones import build_backbone
 from pixelwise.layers.context import CONTEXT_VARIANTS, ContextModule
-from pixelwise.layers.convolutionalize import GemmConv2d, linear_to_conv2d
 from pixelwise.layers.upsampling import bilinear_conv_transpose2d
-from pixelwise.models.common import check_images, pad_to_multiple
+from pixelwise.models.common import VGG_FC6_KERNEL, VGG_FC_CHANNELS, check_images, pad_to_multiple, vgg_fc_convs
 from pixelwise.models.registry import register_model
 
-__all__ = ["DilatedFrontEnd", "dilated_frontend"]
-
-# VGG-16's fc6 reads a 7x7 window of pool5 cells; 4096 is the width of its fc6 and fc7.
-_FC6_KERNEL = 7
-_VGG_FC_CHANNELS = 4096
+__all__ = ["DilatedFrontEnd"]
 
 
+@register_model(
+    "dilated_frontend",
+    paper="Yu, Koltun. Multi-Scale Context Aggregation by Dilated Convolutions. ICLR 2016",
+    description="VGG-16 front-end dilated to output stride 8, context module on the scores, bilinear x8 upsampling.",
+)
 class DilatedFrontEnd(nn.Module):
     """Dilated VGG-16 front-end + optional context module (Yu & Koltun, ICLR 2016).
 
@@ -73,7 +73,7 @@ class DilatedFrontEnd(nn.Module):
         in_channels: int = 3,
         backbone_weights: Any = None,
         context: str | None = "basic",
-        fc_channels: int = _VGG_FC_CHANNELS,
+        fc_channels: int = VGG_FC_CHANNELS,
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
@@ -93,17 +93,10 @@ class DilatedFrontEnd(nn.Module):
         # pool4 and pool5 are gone, so fc6's 7x7 taps must be 4 pixels apart to cover the 7x7 pool5 cells they
         # covered in the classification network.
         rate = self.backbone.dilations[-1]
-        conv5_channels = self.backbone.out_channels[-1]
-        if fc_channels == _VGG_FC_CHANNELS and self.backbone.fc_layers:
-            fc6_linear, fc7_linear = self.backbone.fc_layers
-            self.fc6 = linear_to_conv2d(fc6_linear, conv5_channels, _FC6_KERNEL)
-            self.fc7 = linear_to_conv2d(fc7_linear, _VGG_FC_CHANNELS, 1)
-        else:
-            self.fc6 = GemmConv2d(conv5_channels, fc_channels, _FC6_KERNEL)
-            self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
+        self.fc6, self.fc7 = vgg_fc_convs(self.backbone, fc_channels)
         # Dilating a converted layer keeps its weights: only the spacing of the taps changes.
         self.fc6.dilation = (rate, rate)
-        self.fc6.padding = (rate * (_FC6_KERNEL // 2),) * 2
+        self.fc6.padding = (rate * (VGG_FC6_KERNEL // 2),) * 2
         # The Linear copies are no longer needed; fc6's alone holds ~100M parameters.
         self.backbone.fc_layers = ()
         self.drop6 = nn.Dropout(dropout)
@@ -136,26 +129,3 @@ class DilatedFrontEnd(nn.Module):
         scores = self.context(self.score(x))
         return self.upsample(scores)[..., :height, :width]
 
-
-@register_model(
-    "dilated_frontend",
-    paper="Yu, Koltun. Multi-Scale Context Aggregation by Dilated Convolutions. ICLR 2016",
-    description="VGG-16 front-end dilated to output stride 8, context module on the scores, bilinear x8 upsampling.",
-)
-def dilated_frontend(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone_weights: Any = None,
-    context: str | None = "basic",
-    fc_channels: int = _VGG_FC_CHANNELS,
-    dropout: float = 0.5,
-) -> DilatedFrontEnd:
-    """Factory for :class:`DilatedFrontEnd`; see there for the arguments."""
-    return DilatedFrontEnd(
-        num_classes,
-        in_channels,
-        backbone_weights=backbone_weights,
-        context=context,
-        fc_channels=fc_channels,
-        dropout=dropout,
-    )

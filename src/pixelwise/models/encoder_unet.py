@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.aspp import conv_bn_relu
-from pixelwise.models.common import he_init_, pad_to_multiple
+from pixelwise.layers.blocks import conv_bn_relu, he_init_
+from pixelwise.models.common import pad_to_multiple
 from pixelwise.models.registry import register_model
 
-__all__ = ["EncoderUNet", "DecoderBlock", "encoder_unet"]
+__all__ = ["EncoderUNet", "DecoderBlock"]
 
 
 class DecoderBlock(nn.Module):
@@ -49,6 +49,12 @@ class DecoderBlock(nn.Module):
         return self.convs(x)
 
 
+@register_model(
+    "encoder_unet",
+    paper="Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015 "
+    "(decoder), on a torchvision ImageNet encoder",
+    description="U-Net decoder with skip connections on a ResNet/VGG/MobileNet encoder",
+)
 class EncoderUNet(nn.Module):
     """U-Net decoder with skip connections from a torchvision encoder's stride 16, 8, 4 and 2 features.
 
@@ -95,7 +101,7 @@ class EncoderUNet(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(inputs, skips, widths))
         self.head = nn.Conv2d(widths[-1], num_classes, 3, padding=1)
         if decoder_init == "he":
-            he_init_([self.blocks, self.head])
+            he_init_(self.blocks, self.head, mode="fan_in")
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
@@ -105,20 +111,3 @@ class EncoderUNet(nn.Module):
             y = block(y, skip)
         return self.head(y)[..., :height, :width]
 
-
-@register_model(
-    "encoder_unet",
-    paper="Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015 "
-    "(decoder), on a torchvision ImageNet encoder",
-    description="U-Net decoder with skip connections on a ResNet/VGG/MobileNet encoder",
-)
-def encoder_unet(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet34",
-    backbone_weights: Any = None,
-    decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-    decoder_init: str = "he",
-) -> EncoderUNet:
-    """U-Net on an encoder; see :class:`EncoderUNet` for the arguments."""
-    return EncoderUNet(num_classes, in_channels, backbone, backbone_weights, decoder_channels, decoder_init)

@@ -17,17 +17,17 @@ directly (they have no fc6/fc7), as in the paper's discussion of other nets.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
-from pixelwise.layers.convolutionalize import GemmConv2d, linear_to_conv2d
 from pixelwise.layers.upsampling import bilinear_conv_transpose2d
-from pixelwise.models.common import pad_to_multiple
+from pixelwise.models.common import VGG_FC6_KERNEL, pad_to_multiple, vgg_fc_convs
 from pixelwise.models.registry import register_model
 
-__all__ = ["FCN", "fcn32s", "fcn16s", "fcn8s"]
+__all__ = ["FCN"]
 
 _PAPER = "Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015"
 
@@ -50,7 +50,7 @@ class FCN(nn.Module):
         backbone: a :func:`pixelwise.backbones.list_backbones` name; ``"vgg16"`` is the paper's.
         backbone_weights: see :func:`pixelwise.backbones.build_backbone`. With VGG ImageNet weights and
             ``fc_channels=4096``, fc6/fc7 are the classifier's own layers convolutionalised.
-        fc_channels: width of fc6/fc7 on VGG (4096 in the paper).
+        fc_channels: width of fc6/fc7 on VGG (4096 in the paper; see :func:`~pixelwise.models.common.vgg_fc_convs`).
         dropout: dropout after fc6 and fc7 (0.5 in the paper).
         learn_final_upsampling: the paper keeps the last upsampling fixed at bilinear (learning it did not help);
             the 2x upsamplings inside FCN-16s/8s are learned from bilinear initialisation either way.
@@ -85,13 +85,8 @@ class FCN(nn.Module):
         c3, c4, c5 = self.backbone.out_channels[2:]
 
         if self.backbone.name.startswith("vgg"):
-            if fc_channels == 4096:
-                fc6_linear, fc7_linear = self.backbone.fc_layers
-                fc6 = linear_to_conv2d(fc6_linear, c5, 7)
-                fc7 = linear_to_conv2d(fc7_linear, fc_channels, 1)
-            else:
-                fc6, fc7 = GemmConv2d(c5, fc_channels, 7), nn.Conv2d(fc_channels, fc_channels, 1)
-            fc6.padding = (3, 3)
+            fc6, fc7 = vgg_fc_convs(self.backbone, fc_channels)
+            fc6.padding = (VGG_FC6_KERNEL // 2,) * 2
             self.fc = nn.Sequential(
                 fc6, nn.ReLU(inplace=True), nn.Dropout2d(dropout), fc7, nn.ReLU(inplace=True), nn.Dropout2d(dropout)
             )
@@ -121,48 +116,11 @@ class FCN(nn.Module):
         return self.upscore_final(score)[..., :height, :width]
 
 
-def _factory_doc(variant: int) -> str:
-    return f"FCN-{variant}s; see :class:`FCN` for the arguments."
-
-
-@register_model("fcn32s", paper=_PAPER, description="VGG-16 made fully convolutional, one 32x upsampling, no skips")
-def fcn32s(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "vgg16",
-    backbone_weights: Any = None,
-    fc_channels: int = 4096,
-    dropout: float = 0.5,
-    learn_final_upsampling: bool = False,
-) -> FCN:
-    return FCN(num_classes, in_channels, 32, backbone, backbone_weights, fc_channels, dropout, learn_final_upsampling)
-
-
-@register_model("fcn16s", paper=_PAPER, description="FCN-32s plus a skip connection from pool4 (stride 16)")
-def fcn16s(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "vgg16",
-    backbone_weights: Any = None,
-    fc_channels: int = 4096,
-    dropout: float = 0.5,
-    learn_final_upsampling: bool = False,
-) -> FCN:
-    return FCN(num_classes, in_channels, 16, backbone, backbone_weights, fc_channels, dropout, learn_final_upsampling)
-
-
-@register_model("fcn8s", paper=_PAPER, description="FCN-16s plus a skip connection from pool3 (stride 8)")
-def fcn8s(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "vgg16",
-    backbone_weights: Any = None,
-    fc_channels: int = 4096,
-    dropout: float = 0.5,
-    learn_final_upsampling: bool = False,
-) -> FCN:
-    return FCN(num_classes, in_channels, 8, backbone, backbone_weights, fc_channels, dropout, learn_final_upsampling)
-
-
-for _f, _v in ((fcn32s, 32), (fcn16s, 16), (fcn8s, 8)):
-    _f.__doc__ = _factory_doc(_v)
+# Each variant is FCN with `variant` fixed; its options are the rest of FCN's signature.
+_VARIANTS = {
+    32: "VGG-16 made fully convolutional, one 32x upsampling, no skips",
+    16: "FCN-32s plus a skip connection from pool4 (stride 16)",
+    8: "FCN-16s plus a skip connection from pool3 (stride 8)",
+}
+for _variant, _description in _VARIANTS.items():
+    register_model(f"fcn{_variant}s", paper=_PAPER, description=_description)(functools.partial(FCN, variant=_variant))

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
+from pixelwise.layers.blocks import conv_bn_relu
 from pixelwise.models.registry import register_model
 
-__all__ = ["DilatedResNetFCN", "FCNHead", "fcn_resnet_dilated"]
+__all__ = ["DilatedResNetFCN", "FCNHead"]
 
 _RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
@@ -43,14 +44,19 @@ class FCNHead(nn.Sequential):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
         hidden = in_channels // 4
         super().__init__(
-            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(),
+            *conv_bn_relu(in_channels, hidden, 3, inplace=False),  # torchvision's FCNHead, module for module
             nn.Dropout(dropout),
             nn.Conv2d(hidden, num_classes, 1),
         )
 
 
+@register_model(
+    "fcn_resnet_dilated",
+    paper="Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015 (as cited "
+    "by torchvision; the dilated ResNet follows Chen et al., DeepLab, TPAMI 2018)",
+    description="torchvision's dilated-ResNet FCN head, not Long et al.'s skip architecture: ResNet at output "
+    "stride 8, 3x3 conv-BN-ReLU-dropout-1x1 head, bilinear upsampling",
+)
 class DilatedResNetFCN(nn.Module):
     """A dilated ResNet, an :class:`FCNHead` on its deepest features, bilinear upsampling to the input size.
 
@@ -101,21 +107,3 @@ class DilatedResNetFCN(nn.Module):
         logits = self.head(self.backbone(x)[-1])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-
-@register_model(
-    "fcn_resnet_dilated",
-    paper="Long, Shelhamer, Darrell. Fully Convolutional Networks for Semantic Segmentation. CVPR 2015 (as cited "
-    "by torchvision; the dilated ResNet follows Chen et al., DeepLab, TPAMI 2018)",
-    description="torchvision's dilated-ResNet FCN head, not Long et al.'s skip architecture: ResNet at output "
-    "stride 8, 3x3 conv-BN-ReLU-dropout-1x1 head, bilinear upsampling",
-)
-def fcn_resnet_dilated(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "resnet50",
-    backbone_weights: Any = None,
-    output_stride: int = 8,
-    dropout: float = 0.1,
-) -> DilatedResNetFCN:
-    """torchvision's dilated-ResNet FCN; see :class:`DilatedResNetFCN` for the arguments."""
-    return DilatedResNetFCN(num_classes, in_channels, backbone, backbone_weights, output_stride, dropout)

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixelwise.backbones import build_backbone
+from pixelwise.layers.blocks import conv_bn_relu
 from pixelwise.models.registry import register_model
 
-__all__ = ["LRASPP", "LRASPPHead", "lraspp"]
+__all__ = ["LRASPP", "LRASPPHead"]
 
 
 class LRASPPHead(nn.Module):
@@ -46,11 +47,7 @@ class LRASPPHead(nn.Module):
 
     def __init__(self, low_channels: int, high_channels: int, num_classes: int, inter_channels: int = 128) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(high_channels, inter_channels, 1, bias=False),
-            nn.BatchNorm2d(inter_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.features = conv_bn_relu(high_channels, inter_channels, 1)
         self.gate = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(high_channels, inter_channels, 1, bias=False),
@@ -65,6 +62,12 @@ class LRASPPHead(nn.Module):
         return self.classify_low(low) + self.classify_high(gated)
 
 
+@register_model(
+    "lraspp",
+    paper="Howard, Sandler, Chu, Chen, Chen, Tan, Wang, Zhu, Pang, Vasudevan, Le, Adam. Searching for MobileNetV3. "
+    "ICCV 2019",
+    description="Lite R-ASPP: dilated MobileNetV3-Large (output stride 16), sigmoid-gated 1x1 head, stride-8 skip",
+)
 class LRASPP(nn.Module):
     """LR-ASPP: a dilated encoder, the :class:`LRASPPHead` on its stride-8 and deepest features, bilinear upsampling.
 
@@ -118,20 +121,3 @@ class LRASPP(nn.Module):
         logits = self.head(low, high)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-
-@register_model(
-    "lraspp",
-    paper="Howard, Sandler, Chu, Chen, Chen, Tan, Wang, Zhu, Pang, Vasudevan, Le, Adam. Searching for MobileNetV3. "
-    "ICCV 2019",
-    description="Lite R-ASPP: dilated MobileNetV3-Large (output stride 16), sigmoid-gated 1x1 head, stride-8 skip",
-)
-def lraspp(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "mobilenet_v3_large",
-    backbone_weights: Any = None,
-    output_stride: int = 16,
-    inter_channels: int = 128,
-) -> LRASPP:
-    """LR-ASPP; see :class:`LRASPP` for the arguments."""
-    return LRASPP(num_classes, in_channels, backbone, backbone_weights, output_stride, inter_channels)

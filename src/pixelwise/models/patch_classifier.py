@@ -29,9 +29,16 @@ from torch import nn
 from pixelwise.models.common import check_images
 from pixelwise.models.registry import register_model
 
-__all__ = ["PatchClassifier", "patch_classifier"]
+__all__ = ["PatchClassifier"]
 
 
+@register_model(
+    "patch_classifier",
+    paper="Farabet, Couprie, Najman, LeCun. Learning Hierarchical Features for Scene Labeling. TPAMI 2013 "
+    "(sliding-window baseline of the lecture notes)",
+    description="Naive baseline: a small CNN classifies the patch around each pixel, every patch on its own "
+    "(dense=True: the same network convolutionalized, one pass).",
+)
 class PatchClassifier(nn.Module):
     """Sliding-window segmentation: a small CNN classifies the ``patch_size``² patch centred on each pixel.
 
@@ -163,20 +170,3 @@ class PatchClassifier(nn.Module):
         y = F.relu(F.conv2d(y, fc1.weight.view(-1, conv2.out_channels, s, s), fc1.bias, dilation=4))
         return F.conv2d(y, fc2.weight[:, :, None, None], fc2.bias)
 
-
-@register_model(
-    "patch_classifier",
-    paper="Farabet, Couprie, Najman, LeCun. Learning Hierarchical Features for Scene Labeling. TPAMI 2013 "
-    "(sliding-window baseline of the lecture notes)",
-    description="Naive baseline: a small CNN classifies the patch around each pixel, every patch on its own "
-    "(dense=True: the same network convolutionalized, one pass).",
-)
-def patch_classifier(
-    num_classes: int,
-    in_channels: int = 3,
-    patch_size: int = 17,
-    chunk_pixels: int = 16384,
-    dense: bool = False,
-) -> PatchClassifier:
-    """Factory for :class:`PatchClassifier`; see there for the arguments."""
-    return PatchClassifier(num_classes, in_channels, patch_size=patch_size, chunk_pixels=chunk_pixels, dense=dense)

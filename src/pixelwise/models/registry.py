@@ -1,14 +1,22 @@
 """A name -> factory registry for segmentation models, in the style of timm.
 
-Each model module registers plain factory functions::
+Each model module registers its model class itself, so a model's options are declared once, in its ``__init__``::
 
-    @register_model("unet", paper="Ronneberger et al. ... MICCAI 2015")
-    def unet(num_classes: int, in_channels: int = 3, base_channels: int = 64) -> nn.Module:
-        return UNet(num_classes, in_channels, base_channels=base_channels)
+    @register_model("unet", paper="Ronneberger et al. ... MICCAI 2015", description="...")
+    class UNet(nn.Module):
+        def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64) -> None: ...
 
-and the rest of the toolkit (config files, the command line) builds models by name::
+A variant that only fixes an argument registers a :func:`functools.partial`, whose fixed arguments are then no
+options::
+
+    register_model("fcn8s", paper=...)(functools.partial(FCN, variant=8))
+
+Any other callable ``f(num_classes, in_channels=3, **options) -> nn.Module`` can be registered too. The rest of the
+toolkit (config files, the command line) builds models by name::
 
     model = build_model("unet", num_classes=21, base_channels=32)
+
+The options :func:`build_model` accepts are read from the registered callable's signature (a class's ``__init__``).
 
 Every mistake a user can make in a config (unknown model, misspelt option, bad value) is raised as
 :class:`pixelwise.errors.ConfigError` with a message that says what is accepted.
@@ -17,6 +25,7 @@ Every mistake a user can make in a config (unknown model, misspelt option, bad v
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -53,33 +62,59 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_model(name: str, *, paper: str, description: str = "") -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator that registers a factory ``f(num_classes, in_channels=3, **options) -> nn.Module`` under ``name``.
+    """Decorator that registers a model under ``name``: an ``nn.Module`` class, a :func:`functools.partial` of one,
+    or a factory function, called as ``f(num_classes, in_channels=3, **options) -> nn.Module``.
 
     Args:
         name: the name users write in configs, e.g. ``"unet"``.
         paper: citation of the paper that introduced the model.
-        description: one line on what the model is.
+        description: one line on what the model is; if empty, the first line of the class's or factory's docstring.
 
     Returns:
-        The decorator; it returns the factory unchanged, so the factory can still be called directly.
+        The decorator; it returns the class or factory unchanged, so it can still be used directly.
 
     Raises:
-        ValueError: if ``name`` is already registered, or the factory does not take ``num_classes`` and
+        ValueError: if ``name`` is already registered, or the callable does not take ``num_classes`` and
             ``in_channels`` as its first two parameters. These are programming errors, not config errors.
     """
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
-            raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].factory.__module__})")
+            raise ValueError(f"a model named {name!r} is already registered ({_module_of(_REGISTRY[name].factory)})")
         params = list(inspect.signature(factory).parameters)
         if tuple(params[:2]) != _COMMON_ARGS:
             raise ValueError(
-                f"factory {factory.__qualname__} for {name!r} must take (num_classes, in_channels, ...), got {params}"
+                f"factory {_qualname_of(factory)} for {name!r} must take (num_classes, in_channels, ...), got {params}"
             )
-        _REGISTRY[name] = _Entry(factory=factory, paper=paper, description=description)
+        summary = description or (inspect.getdoc(_unwrap(factory)) or "").split("\n", 1)[0]
+        _REGISTRY[name] = _Entry(factory=factory, paper=paper, description=summary)
         return factory
 
     return decorator
+
+
+def _unwrap(factory: ModelFactory) -> ModelFactory:
+    """The class or function under any :func:`functools.partial` layers."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory
+
+
+def _module_of(factory: ModelFactory) -> str:
+    return getattr(_unwrap(factory), "__module__", "?")
+
+
+def _qualname_of(factory: ModelFactory) -> str:
+    return getattr(_unwrap(factory), "__qualname__", repr(factory))
+
+
+def _fixed_options(factory: ModelFactory) -> set[str]:
+    """Arguments a :func:`functools.partial` fixes by keyword: part of the registered name, not options."""
+    fixed: set[str] = set()
+    while isinstance(factory, functools.partial):
+        fixed |= set(factory.keywords)
+        factory = factory.func
+    return fixed
 
 
 def _get_entry(name: str) -> _Entry:
@@ -91,14 +126,16 @@ def _get_entry(name: str) -> _Entry:
 
 
 def _accepted_options(factory: ModelFactory) -> list[str] | None:
-    """The keyword options a factory accepts beyond the common ones, or None if it takes ``**kwargs``."""
+    """The keyword options a model accepts beyond the common ones, read from its signature (a class's
+    ``__init__``), less what a :func:`functools.partial` fixes; None if it takes ``**kwargs``."""
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
+    excluded = set(_COMMON_ARGS) | _fixed_options(factory)
     return sorted(
         p.name
         for p in params
-        if p.name not in _COMMON_ARGS
+        if p.name not in excluded
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     )
 
@@ -110,13 +147,13 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any
         name: a name from :func:`list_models`.
         num_classes: number of output classes (channels of the logits), at least 1.
         in_channels: channels of the input images, at least 1 (3 for RGB, 1 for grey).
-        **kwargs: model options, e.g. ``base_channels=32`` for U-Net; see the factory's signature.
+        **kwargs: model options, e.g. ``base_channels=32`` for U-Net: the keyword arguments of the model class.
 
     Returns:
         The freshly initialised model (in train mode, on the CPU, float32).
 
     Raises:
-        ConfigError: unknown ``name`` (the message lists the known ones), an option the factory does not accept
+        ConfigError: unknown ``name`` (the message lists the known ones), an option the model does not accept
             (the message names it and lists the accepted ones), ``num_classes`` or ``in_channels`` below 1, or an
             option value the model rejects.
     """

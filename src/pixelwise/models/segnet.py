@@ -29,138 +29,32 @@ Two things to know about pooling indices in practice (both apply to DeconvNet as
   does by default at the second image size) of the ceil-mode pooling chain ran for over 12 minutes on a CPU
   without finishing in our tests (torch 2.14), while a static compile per size takes well under a minute.
 
-:class:`VGGEncoderWithIndices` is shared with DeconvNet (:mod:`pixelwise.models.deconvnet`), whose encoder is the
-same.
+The encoder, :class:`~pixelwise.models.common.VGGEncoderWithIndices`, is shared with DeconvNet
+(:mod:`pixelwise.models.deconvnet`), whose encoder is the same.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pixelwise.backbones import Backbone, build_backbone
+from pixelwise.backbones import build_backbone
 from pixelwise.layers import max_unpool2d
-from pixelwise.models.common import check_images
+from pixelwise.layers.blocks import conv_bn_relu, he_init_
+from pixelwise.models.common import VGGEncoderWithIndices, check_vgg_model_args, mirrored_widths
 from pixelwise.models.registry import register_model
 
-__all__ = [
-    "VGG_BACKBONES",
-    "VGGEncoderWithIndices",
-    "check_vgg_model_args",
-    "init_decoder",
-    "mirrored_widths",
-    "SegNet",
+__all__ = ["SegNet"]
+
+
+@register_model(
     "segnet",
-]
-
-# Only VGG has the plain "convolutions, then a 2x2 pool" stages that a pooling-index decoder can mirror.
-VGG_BACKBONES = ("vgg16_bn", "vgg16")
-
-# What the encoder remembers about each pooling: the argmax indices and the size of the map before pooling.
-Switches = list[tuple[torch.Tensor, torch.Size]]
-
-
-class VGGEncoderWithIndices(nn.Module):
-    """VGG's five convolution stages, each followed by 2x2 max-pooling that returns its indices.
-
-    Args:
-        backbone: a VGG :class:`~pixelwise.backbones.Backbone` at output stride 32; its stages are
-            "(conv [BN] ReLU) x n, max-pool". The convolutions are reused (with any weights loaded), the pools are
-            replaced by ``F.max_pool2d(..., return_indices=True, ceil_mode=True)``.
-        in_channels: channels the backbone was built for; checked on every input.
-
-    Attributes:
-        stages: ``nn.ModuleList`` of 5 ``nn.Sequential`` holding each stage's convolutions (no pool).
-        out_channels: channels of each stage, ``(64, 128, 256, 512, 512)`` for VGG-16.
-        convs_per_stage: number of convolutions in each stage, ``(2, 2, 3, 3, 3)`` for VGG-16.
-
-    Shapes:
-        ``forward(x)``: x float (N, in_channels, H, W) -> ``(pooled, switches)``: pooled (N, 512, h5, w5) with
-        h5 = ceil(H / 32) (each pooling rounds up), and ``switches``, shallowest stage first, a list of 5
-        ``(indices, size)``: indices int64 of the pooled map's shape (flat positions in each pre-pool H x W plane),
-        size the pre-pool (H_i, W_i), which the unpooling needs to restore odd sizes.
-
-    Raises:
-        ValueError: in ``__init__`` if a stage does not end with a max-pool (not a VGG at output stride 32); in
-            ``forward`` if ``x`` is not 4-D, not floating point, or has the wrong number of channels.
-    """
-
-    def __init__(self, backbone: Backbone, in_channels: int) -> None:
-        super().__init__()
-        for i, stage in enumerate(backbone.stages):
-            if not isinstance(stage[-1], nn.MaxPool2d):
-                raise ValueError(f"stage {i + 1} of backbone {backbone.name!r} does not end with a max-pool")
-        self.in_channels = in_channels
-        self.stages = nn.ModuleList(nn.Sequential(*stage[:-1]) for stage in backbone.stages)
-        self.out_channels: tuple[int, ...] = tuple(backbone.out_channels)
-        self.convs_per_stage = tuple(sum(isinstance(m, nn.Conv2d) for m in s) for s in self.stages)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Switches]:
-        check_images(x, self.in_channels)
-        switches: Switches = []
-        for stage in self.stages:
-            x = stage(x)
-            size = x.shape[-2:]
-            # ceil_mode: an odd side gets a last window of one row/column instead of losing it, so unpooling
-            # to `size` gives every pixel back its value.
-            x, indices = F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True, return_indices=True)
-            switches.append((indices, size))
-        return x, switches
-
-
-def mirrored_widths(encoder: VGGEncoderWithIndices) -> list[list[tuple[int, int]]]:
-    """(in, out) channels of the decoder layers that mirror ``encoder``, deepest stage first.
-
-    A decoder stage has as many layers as its encoder stage; all keep the stage's width except the last, which
-    narrows to the width of the stage above (the first stage stays at its own width). For VGG-16:
-    ``[[(512, 512)] * 3, [(512, 512), (512, 512), (512, 256)], [(256, 256), (256, 256), (256, 128)],
-    [(128, 128), (128, 64)], [(64, 64), (64, 64)]]``.
-    """
-    widths = encoder.out_channels
-    plan = []
-    for i in reversed(range(len(widths))):
-        target = widths[max(i - 1, 0)]
-        n = encoder.convs_per_stage[i]
-        plan.append([(widths[i], widths[i])] * (n - 1) + [(widths[i], target)])
-    return plan
-
-
-def init_decoder(module: nn.Module) -> None:
-    """He initialisation of every (transposed) convolution in ``module``, as torchvision initialises VGG.
-
-    Kaiming normal with ``mode="fan_out"``, ReLU gain, zero biases; BatchNorm weight 1 and bias 0. For a
-    ``ConvTranspose2d`` the weight is laid out (in, out, kh, kw), so PyTorch's fan computation swaps the roles:
-    ``mode="fan_in"`` there is out * kh * kw, the fan-out of the equivalent convolution.
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            mode = "fan_in" if isinstance(m, nn.ConvTranspose2d) else "fan_out"
-            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
-    # No bias: the BatchNorm right after subtracts the mean and adds its own shift.
-    return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
-
-
-def check_vgg_model_args(num_classes: int, in_channels: int, backbone: str) -> None:
-    """Raise ValueError unless both counts are integers >= 1 and ``backbone`` is one of :data:`VGG_BACKBONES`."""
-    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
-    if backbone not in VGG_BACKBONES:
-        raise ValueError(
-            f"backbone must be one of {', '.join(VGG_BACKBONES)} (a VGG, whose pooling stages the decoder mirrors), "
-            f"got {backbone!r}"
-        )
-
-
+    paper=(
+        "Badrinarayanan, Kendall, Cipolla. SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image "
+        "Segmentation. IEEE TPAMI 2017"
+    ),
+    description="VGG-16 encoder; decoder upsamples by max-unpooling with the encoder's pooling indices.",
+)
 class SegNet(nn.Module):
     """SegNet (Badrinarayanan, Kendall, Cipolla, TPAMI 2017): VGG-16 encoder, pooling-index decoder.
 
@@ -174,7 +68,7 @@ class SegNet(nn.Module):
             local VGG ``state_dict``; the paper initialised the encoder from ImageNet.
 
     Attributes:
-        encoder: :class:`VGGEncoderWithIndices`.
+        encoder: :class:`~pixelwise.models.common.VGGEncoderWithIndices`.
         decoder: ``nn.ModuleList`` of 5 ``nn.Sequential`` of (3x3 conv, BN, ReLU) layers, deepest stage first (the
             order ``forward`` runs them); each starts with the unpooling's output.
         classifier: the last 3x3 convolution, 64 -> num_classes, giving the logits (no BN, no ReLU).
@@ -203,11 +97,10 @@ class SegNet(nn.Module):
         # The shallowest stage's last layer is the classifier itself, hence no conv-BN-ReLU for it.
         plan[-1] = plan[-1][:-1]
         self.decoder = nn.ModuleList(
-            nn.Sequential(*[layer for cin, cout in stage for layer in _conv_bn_relu(cin, cout)]) for stage in plan
+            nn.Sequential(*[layer for cin, cout in stage for layer in conv_bn_relu(cin, cout)]) for stage in plan
         )
         self.classifier = nn.Conv2d(self.encoder.out_channels[0], num_classes, 3, padding=1)
-        init_decoder(self.decoder)
-        init_decoder(self.classifier)
+        he_init_(self.decoder, self.classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits.
@@ -230,20 +123,3 @@ class SegNet(nn.Module):
             x = stage(max_unpool2d(x, indices, kernel_size=2, stride=2, output_size=size))
         return self.classifier(x)
 
-
-@register_model(
-    "segnet",
-    paper=(
-        "Badrinarayanan, Kendall, Cipolla. SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image "
-        "Segmentation. IEEE TPAMI 2017"
-    ),
-    description="VGG-16 encoder; decoder upsamples by max-unpooling with the encoder's pooling indices.",
-)
-def segnet(
-    num_classes: int,
-    in_channels: int = 3,
-    backbone: str = "vgg16_bn",
-    backbone_weights: object = None,
-) -> SegNet:
-    """Factory for :class:`SegNet`; see there for the arguments."""
-    return SegNet(num_classes, in_channels, backbone=backbone, backbone_weights=backbone_weights)

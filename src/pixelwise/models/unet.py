@@ -22,10 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixelwise.layers.blocks import conv_bn_relu
 from pixelwise.models.common import check_images, pad_to_multiple
 from pixelwise.models.registry import register_model
 
-__all__ = ["DoubleConv", "Down", "Up", "UNet", "unet"]
+__all__ = ["DoubleConv", "Down", "Up", "UNet"]
 
 
 class DoubleConv(nn.Module):
@@ -47,14 +48,10 @@ class DoubleConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, mid_ch: int | None = None, batch_norm: bool = True) -> None:
         super().__init__()
         mid_ch = mid_ch or out_ch
-        layers: list[nn.Module] = []
-        for cin, cout in ((in_ch, mid_ch), (mid_ch, out_ch)):
-            # A bias right before BatchNorm is wasted: BN subtracts the mean and adds its own shift.
-            layers.append(nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(cout))
-            layers.append(nn.ReLU(inplace=True))
-        self.block = nn.Sequential(*layers)
+        # One flat Sequential (block.0 conv, block.1 BN, ...): the state_dict keys of every saved U-Net.
+        self.block = nn.Sequential(
+            *conv_bn_relu(in_ch, mid_ch, batch_norm=batch_norm), *conv_bn_relu(mid_ch, out_ch, batch_norm=batch_norm)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -125,6 +122,11 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, x], dim=1))
 
 
+@register_model(
+    "unet",
+    paper="Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015",
+    description="Encoder-decoder with skip connections by concatenation; 'same' padding and batch norm.",
+)
 class UNet(nn.Module):
     """U-Net (Ronneberger, Fischer, Brox, MICCAI 2015) with 'same' padding and optional batch norm.
 
@@ -217,26 +219,3 @@ class UNet(nn.Module):
         logits = self.head(x)
         return logits[..., :height, :width]
 
-
-@register_model(
-    "unet",
-    paper="Ronneberger, Fischer, Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI 2015",
-    description="Encoder-decoder with skip connections by concatenation; 'same' padding and batch norm.",
-)
-def unet(
-    num_classes: int,
-    in_channels: int = 3,
-    base_channels: int = 64,
-    depth: int = 4,
-    bilinear: bool = False,
-    batch_norm: bool = True,
-) -> UNet:
-    """Factory for :class:`UNet`; see there for the arguments."""
-    return UNet(
-        num_classes,
-        in_channels,
-        base_channels=base_channels,
-        depth=depth,
-        bilinear=bilinear,
-        batch_norm=batch_norm,
-    )
