@@ -13,7 +13,8 @@ with U-Net training (the step-time breakdown that training logs).
    loader, read back from the run's log.jsonl (``step_s``, ``data_s``); the first step (worker start-up) is left
    out. The loader keeps up when the waiting share is near 0.
 
-Writes benchmarks/results/data_pipeline.md and the README section between the data_pipeline markers.
+Writes benchmarks/results/data_pipeline.md and the docs/benchmarks.md section between the data_pipeline
+markers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training step of VGG-16's convolutionalized fc6 (7x7, 512 -> 4096): nn.Conv2d against pixelwise's GemmConv2d.
 
-    python benchmarks/gemm_conv.py            # prints the table; writes benchmarks/results/gemm_conv.md, README
+    python benchmarks/gemm_conv.py            # prints the table; writes benchmarks/results/gemm_conv.md, docs
     python benchmarks/gemm_conv.py --timeout 60
 
 One forward + backward (input and weight gradients) of the layer alone, batch 8, float32, on the CPU, at the

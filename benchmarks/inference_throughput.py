@@ -22,9 +22,9 @@ fp32's has no hardware support on this machine (bf16 on a CPU without AVX512-BF1
 fallback): its rows are skipped and the table says so, with the measured rate.
 
 The table names the heap allocator (both sides share it); under a preloaded jemalloc, tcmalloc or mimalloc the
-results file and README section get its name as a suffix, as a CPU run on more than one thread gets its thread
-count. Writes benchmarks/results/inference_throughput[_cuda][_2threads][_jemalloc].md and the README section
-between the matching markers. A run of a subset of ``--rows`` only prints its table.
+results file and docs/benchmarks.md section get its name as a suffix, as a CPU run on more than one thread gets its
+thread count. Writes benchmarks/results/inference_throughput[_cuda][_2threads][_jemalloc].md and the
+docs/benchmarks.md section between the matching markers. A run of a subset of ``--rows`` only prints its table.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ times them): one with the model and batch in the default NCHW layout, one in ``t
 (above 1: channels_last is faster) as the median of the rounds' ratios, with the lowest and highest round. The
 answer depends on the model and the machine, so the config option stays off by default and this measures it.
 
-Writes benchmarks/results/memory_format[_2threads][_jemalloc].md and the README section between the matching
-markers; a run of a subset of ``--models`` only prints its table.
+Writes benchmarks/results/memory_format[_2threads][_jemalloc].md and the docs/benchmarks.md section between the
+matching markers; a run of a subset of ``--models`` only prints its table.
 """
 
 from __future__ import annotations

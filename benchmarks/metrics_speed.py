@@ -5,7 +5,7 @@ on the same tensors, interleaved in one process.
 
 Each row feeds a batch of 8 label maps (int64 predictions, int64 targets with 5 % void pixels = 255) to
 ``update`` of both; both use their default argument validation. Before timing, the IoU of both is checked to be
-equal. Writes benchmarks/results/metrics_speed[_cuda].md and the README section between the
+equal. Writes benchmarks/results/metrics_speed[_cuda].md and the docs/benchmarks.md section between the
 ``<!-- metrics_speed:start/end -->`` markers (CPU) or ``metrics_speed_cuda`` (GPU).
 """
 

@@ -1,4 +1,4 @@
-"""The README's models table: every model at one fixed short CPU budget on CamVid, from scratch and, where an
+"""The models table of docs/models.md: every model at one fixed short CPU budget on CamVid, from scratch and, where an
 ImageNet encoder applies, pretrained (the MobileNetV2 weights in ../shared/weights, the only ones this machine has).
 
     python benchmarks/models_table.py              # train what is missing (resumes), evaluate, write the table

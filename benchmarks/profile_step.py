@@ -7,8 +7,8 @@ Each side is built as train_throughput builds it, takes one warm-up step, then `
 first, then the peer). The table lists the operators with the most self-CPU time on either side (seconds per
 step, calls per step) and each side's total self-CPU time per step, so the operators that differ in count or time
 show which layers the two networks do not share. Self-CPU time counts each operator without its children, so the
-column sums to the total. Writes benchmarks/results/profile_step_<row>[_2threads][_jemalloc].md (the README quotes
-its totals; it has no README markers).
+column sums to the total. Writes benchmarks/results/profile_step_<row>[_2threads][_jemalloc].md (docs/benchmarks.md
+quotes its totals; it has no markers).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ it), and segmentation_models_pytorch's DeepLabV3Plus. Ratios are each round's sp
 fall short of SMP do so because of those BatchNorms and ReLUs, the middle model reads 1.0. Needs
 ``pip install segmentation-models-pytorch``.
 
-Writes benchmarks/results/separable_ablation[_2threads][_jemalloc].md and the README section between the matching
-markers; a run of a subset of ``--rows`` only prints its table.
+Writes benchmarks/results/separable_ablation[_2threads][_jemalloc].md and the docs/benchmarks.md section between
+the matching markers; a run of a subset of ``--rows`` only prints its table.
 """
 
 from __future__ import annotations

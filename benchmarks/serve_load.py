@@ -13,7 +13,7 @@ last byte of the response; throughput is requests / wall time of the whole run. 
 the same class-id mask, else the script exits with status 1. ``--threads`` sets the server's OMP_NUM_THREADS.
 
 Prints a markdown table and writes it to benchmarks/results/serve_load.md (and between ``<!-- serve_load:start -->``
-and ``<!-- serve_load:end -->`` in README.md, if the markers are there) unless ``--no-publish``.
+and ``<!-- serve_load:end -->`` in docs/benchmarks.md, if the markers are there) unless ``--no-publish``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The lecture's step from sliding windows to convolution, measured: the patch classifier run patch by patch against
 the same network convolutionalized and run once over the image.
 
-    python benchmarks/sliding_vs_dense.py                 # prints the table; writes benchmarks/results, README
+    python benchmarks/sliding_vs_dense.py                 # prints the table; writes benchmarks/results, docs
     python benchmarks/sliding_vs_dense.py --threads 1 --repeats 3
 
 One CamVid val image (ImageNet-normalised) at a third of its resolution (160x120, the models table's training size)

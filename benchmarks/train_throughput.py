@@ -16,10 +16,10 @@ a few steps, each side measured in a fresh subprocess. Also printed: each model'
 skipped.
 
 Both sides share the process's heap allocator, which the table names; run under ``LD_PRELOAD`` of jemalloc,
-tcmalloc or mimalloc, the results file and README section get its name as a suffix, as a CPU run on more than one
-thread gets its thread count. Writes benchmarks/results/train_throughput[_cuda][_bf16|_fp16][_nhwc][_2threads]
-[_jemalloc].md and the README section between the matching markers. A run of a subset of ``--rows`` only prints its
-table: the results file and the README keep the full one.
+tcmalloc or mimalloc, the results file and docs/benchmarks.md section get its name as a suffix, as a CPU run on more
+than one thread gets its thread count. Writes benchmarks/results/train_throughput[_cuda][_bf16|_fp16][_nhwc][_2threads]
+[_jemalloc].md and the docs/benchmarks.md section between the matching markers. A run of a subset of ``--rows``
+only prints its table: the results file and docs/benchmarks.md keep the full one.
 """
 
 from __future__ import annotations
