@@ -43,9 +43,9 @@ from train_throughput import _Out  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pixelwise.data import build_dataset, eval_transforms, pad_collate  # noqa: E402
+from pixelwise.data import build_dataset, pad_collate  # noqa: E402
 from pixelwise.engine.config import TrainConfig  # noqa: E402
-from pixelwise.engine.inference import evaluate, model_from_checkpoint  # noqa: E402
+from pixelwise.engine.predictor import Predictor  # noqa: E402
 from pixelwise.engine.train import train  # noqa: E402
 from pixelwise.models import count_parameters, register_model  # noqa: E402
 
@@ -135,14 +135,13 @@ def train_and_test(name: str, model: str, options: dict, allow_train: bool, seed
         train(cfg, out, resume=(out / "last.pt").is_file(), progress=False)
     result = out / "eval_test.json"
     if not result.is_file():
-        net, state = model_from_checkpoint(out / "last.pt")
-        ds = build_dataset(str(ROOT / DATA), "test", transforms=eval_transforms(state["mean"], state["std"]),
-                           require_masks=True)
-        loader = torch.utils.data.DataLoader(ds, batch_size=8,
-                                             collate_fn=partial(pad_collate, ignore_index=state["ignore_index"]))
+        predictor = Predictor.from_checkpoint(out / "last.pt", "cpu")
+        net = predictor.model
+        ds = build_dataset(str(ROOT / DATA), "test", transforms=predictor.transform, require_masks=True)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=8, collate_fn=partial(pad_collate, ignore_index=predictor.card.ignore_index))
         with torch.inference_mode():
-            metrics = evaluate(net, loader, state["num_classes"], state["ignore_index"], state["input_scale"],
-                               torch.device("cpu"), progress=False)
+            metrics = predictor.evaluate(loader)
         result.write_text(json.dumps({"mIoU": float(metrics["mIoU"]),
                                       "pixel_accuracy": float(metrics["pixel_accuracy"]),
                                       "params": count_parameters(net)}))

@@ -26,8 +26,9 @@ from _timing import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from pixelwise.data import build_dataset, eval_transforms, pad_collate  # noqa: E402
-from pixelwise.engine.inference import TTA_SCALES, InferenceOptions, evaluate, model_from_checkpoint  # noqa: E402
+from pixelwise.data import build_dataset, pad_collate  # noqa: E402
+from pixelwise.engine.inference import TTA_SCALES, InferenceOptions, evaluate  # noqa: E402
+from pixelwise.engine.predictor import Predictor  # noqa: E402
 
 
 def modes(crop: tuple[int, int]) -> list[InferenceOptions]:
@@ -48,23 +49,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model, state = model_from_checkpoint(args.checkpoint)
-    ds = build_dataset(args.data, args.split, transforms=eval_transforms(state["mean"], state["std"]),
-                       require_masks=True)
-    loader = DataLoader(ds, batch_size=4, collate_fn=partial(pad_collate, ignore_index=state["ignore_index"]))
-    crop = tuple(state["config"]["crop_size"])
+    predictor = Predictor.from_checkpoint(args.checkpoint, "cpu")
+    model, card = predictor.model, predictor.card
+    ds = build_dataset(args.data, args.split, transforms=predictor.transform, require_masks=True)
+    loader = DataLoader(ds, batch_size=4, collate_fn=partial(pad_collate, ignore_index=card.ignore_index))
+    crop = card.crop_size
     rows = []
     for options in modes(crop):
         start = time.perf_counter()
-        m = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"],
-                     test_time=options)
+        m = evaluate(model, loader, card.num_classes, card.ignore_index, card.input_scale, test_time=options)
         seconds = time.perf_counter() - start
         rows.append((options.describe(), 100 * m["mIoU"], 100 * m["pixel_accuracy"], seconds))
         print(f"{rows[-1][0]}: mIoU {rows[-1][1]:.2f}, pixel accuracy {rows[-1][2]:.2f}, {seconds:.1f} s", flush=True)
     base = rows[0][1]
     name = Path(args.checkpoint).parent.name
     lines = [
-        f"| inference ({name}, input_scale {state['input_scale']:.3g}) | mIoU % | Δ mIoU | pixel acc. % | seconds |",
+        f"| inference ({name}, input_scale {card.input_scale:.3g}) | mIoU % | Δ mIoU | pixel acc. % | seconds |",
         "|---|---|---|---|---|",
     ]
     lines += [f"| {d} | {miou:.2f} | {miou - base:+.2f} | {acc:.2f} | {s:.0f} |" for d, miou, acc, s in rows]

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from _publish import publish
 
+from pixelwise.engine.checkpoint import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 PIXELWISE = [sys.executable, "-m", "pixelwise"]
 
@@ -94,16 +96,15 @@ def _cpu_name() -> str:
 
 
 def _incomplete(run_dir: Path) -> bool:
-    state = torch.load(run_dir / "last.pt", weights_only=True, map_location="cpu")
-    cfg = state["config"]
-    return cfg["steps"] is not None and state["step"] < cfg["steps"] or (
-        cfg["epochs"] is not None and state["epoch"] < cfg["epochs"]
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    cfg = ckpt.config
+    return cfg["steps"] is not None and ckpt.step < cfg["steps"] or (
+        cfg["epochs"] is not None and ckpt.epoch < cfg["epochs"]
     )
 
 
 def _kwargs(run_dir: Path) -> str:
-    state = torch.load(run_dir / "best.pt", weights_only=True, map_location="cpu")
-    return ", ".join(f"{k} {v}" for k, v in state["model_kwargs"].items())
+    return ", ".join(f"{k} {v}" for k, v in load_checkpoint(run_dir / "best.pt").card.model_kwargs.items())
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def test_mixed_precision_trains_on_cuda(tiny_dataset, tmp_path, precision, dtype
     values = losses(tmp_path / "run")
     assert all(v == v for v in values) and sum(values[-4:]) < sum(values[:4])
     assert metrics["pixel_accuracy"] > 0.5
-    scaler = load_checkpoint(tmp_path / "run" / "last.pt")["scaler_state"]
+    scaler = load_checkpoint(tmp_path / "run" / "last.pt").scaler_state
     if precision == "fp16":  # the loss scale is saved, so a resumed run goes on with it
         assert scaler["scale"] > 0
     else:  # bf16 has fp32's exponent range and needs no scaler
@@ -75,5 +75,5 @@ def test_fp16_resume_goes_on_with_the_saved_loss_scale(tiny_dataset, tmp_path, m
     train(config(tiny_dataset, **cfg), split, resume=True, progress=False)
     assert len(losses(split)) == 6
     assert losses(split) == pytest.approx(losses(full), rel=1e-5)
-    a, b = (load_checkpoint(run / "last.pt")["scaler_state"] for run in (full, split))
+    a, b = (load_checkpoint(run / "last.pt").scaler_state for run in (full, split))
     assert a["scale"] == b["scale"] and a["_growth_tracker"] == b["_growth_tracker"]

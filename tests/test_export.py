@@ -39,7 +39,7 @@ def test_onnx_matches_pytorch_on_real_images_of_two_sizes(checkpoint, camvid_dir
     printed = capsys.readouterr().out
     assert re.search(r"\(480x360\): onnxruntime vs PyTorch max \|logit diff\| \d\.\d\de-0\d, argmax agreement", printed)
 
-    deploy, state = deploy_model(checkpoint)
+    deploy, card = deploy_model(checkpoint)
     for x in images:
         parity = onnx_parity(out, deploy, x)
         print(f"ONNX {tuple(x.shape[-2:])}: max |logit diff| {parity['max_abs_diff']:.2e}, "
@@ -48,10 +48,10 @@ def test_onnx_matches_pytorch_on_real_images_of_two_sizes(checkpoint, camvid_dir
     # The deployed graph is the pipeline `pixelwise predict` runs (up to the antialiasing of the input shrink).
     with torch.no_grad():
         x = images[0]
-        mean, std = (torch.tensor(state[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (card.mean, card.std))
         normalised = (x / 255 - mean) / std
         ours = deploy(x).argmax(1)
-        pipeline = infer_logits(deploy.model, normalised, state["input_scale"]).argmax(1)
+        pipeline = infer_logits(deploy.model, normalised, card.input_scale).argmax(1)
     assert (ours == pipeline).float().mean() > 0.95
 
 

@@ -52,7 +52,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_matches_an_uninterrupted_run(t
     assert stop.value.step == 6 and stop.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handler is gone again
     state = load_checkpoint(split / "last.pt")
-    assert (state["step"], state["epoch"]) == (6, 1)  # mid-epoch: 1 epoch done, 2 steps into the next
+    assert (state.step, state.epoch) == (6, 1)  # mid-epoch: 1 epoch done, 2 steps into the next
     assert [s for s, _ in train_losses(split)] == [1, 2, 3, 4, 5, 6]
 
     train(tiny_config(tiny_dataset), split, resume=True, progress=False)
@@ -96,7 +96,7 @@ def test_ctrl_c_and_sigkill_through_the_command_line_resume_exactly(tiny_dataset
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err
-    step = load_checkpoint(run / "last.pt")["step"]
+    step = load_checkpoint(run / "last.pt").step
     assert f"SIGINT received: stopped after step {step}, {run / 'last.pt'} written" in out
     assert "Traceback" not in err and _logged_steps(run)[-1] == step < 32
     resumed = subprocess.run(_cli(tiny_dataset, run, ["num_workers=1"]) + ["--resume"], env=env,
@@ -111,7 +111,7 @@ def test_ctrl_c_and_sigkill_through_the_command_line_resume_exactly(tiny_dataset
     proc.kill()
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(run / "last.pt")["step"] < _logged_steps(run)[-1]
+    assert load_checkpoint(run / "last.pt").step < _logged_steps(run)[-1]
     train(tiny_config(tiny_dataset, epochs=8), run, resume=True, progress=False)
     assert train_losses(run) == train_losses(full) and _val(run) == _val(full)
 
@@ -122,7 +122,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset,
     good = {}
 
     def nan(loss):
-        good.update({k: v.clone() for k, v in load_checkpoint(run / "last.pt")["model_state"].items()})
+        good.update({k: v.clone() for k, v in load_checkpoint(run / "last.pt").model_state.items()})
         return loss * float("nan")
 
     trainer.criterion = _CallHook(trainer.criterion, {6: nan})
@@ -130,8 +130,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset,
         trainer.fit()
     assert f"{run / 'last.pt'} holds the last good state" in str(err.value)
     state = load_checkpoint(run / "last.pt")
-    assert state["step"] == 4  # the end of epoch 1, untouched by the failed step
-    for k, v in state["model_state"].items():
+    assert state.step == 4  # the end of epoch 1, untouched by the failed step
+    for k, v in state.model_state.items():
         assert torch.equal(v, good[k]) and v.isfinite().all(), k
     assert max(s for s, _ in train_losses(run)) == 5  # nothing logged for the failed step
 

@@ -77,12 +77,12 @@ def test_flip_and_scale_tta_average_softmax_of_single_passes():
     torch.testing.assert_close(plain, model(x).softmax(1))
     torch.testing.assert_close(plain.sum(1), torch.ones(2, 24, 32))
 
-    flipped = predict_probs(model, x, InferenceOptions(flip=True))
+    flipped = predict_probs(model, x, test_time=InferenceOptions(flip=True))
     by_hand = (model(x).softmax(1) + model(x.flip(-1)).softmax(1).flip(-1)) / 2
     torch.testing.assert_close(flipped, by_hand)
     assert not torch.allclose(flipped, plain)
 
-    scaled = predict_probs(model, x, InferenceOptions(scales=(0.5, 1.5), flip=True))
+    scaled = predict_probs(model, x, test_time=InferenceOptions(scales=(0.5, 1.5), flip=True))
     passes = []
     for s in (0.5, 1.5):
         for flip in (False, True):

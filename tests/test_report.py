@@ -17,7 +17,8 @@ from PIL import Image
 
 from pixelwise.cli import main
 from pixelwise.data import build_dataset, eval_transforms
-from pixelwise.engine.inference import InferenceOptions, evaluate, model_from_checkpoint
+from pixelwise.engine.inference import InferenceOptions, evaluate
+from pixelwise.engine.predictor import Predictor
 from pixelwise.engine.report import error_map, rank_images, tta_options
 
 pytest.importorskip("matplotlib")
@@ -36,9 +37,10 @@ def report(camvid_checkpoint, camvid_dir, tmp_path_factory):
 
 
 def _loader(camvid_checkpoint, camvid_dir, split=SPLIT):
-    model, state = model_from_checkpoint(camvid_checkpoint)
-    ds = build_dataset(str(camvid_dir), split, transforms=eval_transforms(state["mean"], state["std"]))
-    return model, state, torch.utils.data.DataLoader(ds, batch_size=1)
+    predictor = Predictor.from_checkpoint(camvid_checkpoint, "cpu")
+    card = predictor.card
+    ds = build_dataset(str(camvid_dir), split, transforms=eval_transforms(card.mean, card.std))
+    return predictor.model, card, torch.utils.data.DataLoader(ds, batch_size=1)
 
 
 def test_page_is_self_contained_with_every_section(report):
@@ -59,8 +61,8 @@ def test_page_is_self_contained_with_every_section(report):
 
 def test_both_columns_equal_evaluate_with_the_same_options(report, camvid_checkpoint, camvid_dir):
     page, record, printed = report
-    model, state, loader = _loader(camvid_checkpoint, camvid_dir)
-    args = (state["num_classes"], state["ignore_index"], state["input_scale"])
+    model, card, loader = _loader(camvid_checkpoint, camvid_dir)
+    args = (card.num_classes, card.ignore_index, card.input_scale)
     single = evaluate(model, loader, *args, test_time=InferenceOptions())
     tta = evaluate(model, loader, *args, test_time=InferenceOptions(scales=(0.75, 1.0), flip=True))
     for ours, reference in ((record["metrics"]["single scale"], single), (record["metrics"]["TTA"], tta)):
@@ -78,8 +80,8 @@ def test_per_image_scores_equal_each_image_evaluated_alone_and_rank_the_grids(re
     _, record, _ = report
     assert [s["index"] for s in record["images"]] == [0, 1, 2]
     for s in record["images"]:
-        model, state, loader = _loader(camvid_checkpoint, camvid_dir, f"val[{s['index']}:{s['index'] + 1}]")
-        alone = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"])
+        model, card, loader = _loader(camvid_checkpoint, camvid_dir, f"val[{s['index']}:{s['index'] + 1}]")
+        alone = evaluate(model, loader, card.num_classes, card.ignore_index, card.input_scale)
         assert s["mIoU"] == pytest.approx(alone["mIoU"], abs=1e-12)
         assert s["pixel_accuracy"] == pytest.approx(alone["pixel_accuracy"], abs=1e-12)
     by_score = sorted(record["images"], key=lambda s: s["mIoU"])

@@ -63,7 +63,7 @@ def test_gradient_accumulation_matches_the_whole_batch(tiny_dataset, tmp_path):
     a, b = losses(whole), losses(accum)
     assert len(a) == len(b) == 4  # 8 images / 4 per step x 2 epochs
     assert b == pytest.approx(a, rel=1e-5)
-    sa, sb = load_checkpoint(whole / "last.pt")["model_state"], load_checkpoint(accum / "last.pt")["model_state"]
+    sa, sb = load_checkpoint(whole / "last.pt").model_state, load_checkpoint(accum / "last.pt").model_state
     for k in sa:
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-4, atol=1e-5)
     assert m2["mIoU"] == pytest.approx(m1["mIoU"], abs=1e-3)
@@ -101,9 +101,9 @@ def test_two_gloo_processes_reach_the_metrics_of_one_with_the_same_global_batch(
     assert vt["pixel_accuracy"] == pytest.approx(vo["pixel_accuracy"], abs=1e-3)
     # The validation shards were summed, not one shard reported: pixel counts over the whole split agree.
     state = load_checkpoint(two / "last.pt")
-    assert state["world_size"] == 2
-    for k, v in load_checkpoint(one / "last.pt")["model_state"].items():
-        torch.testing.assert_close(state["model_state"][k], v, rtol=1e-4, atol=1e-5)
+    assert state.world_size == 2
+    for k, v in load_checkpoint(one / "last.pt").model_state.items():
+        torch.testing.assert_close(state.model_state[k], v, rtol=1e-4, atol=1e-5)
     # A checkpoint of 2 processes resumes with 2 processes only: the global batch and the sample order depend on it.
     with pytest.raises(CheckpointError, match="nproc_per_node 2"):
         Trainer(config(tiny_dataset, batch_size=2, epochs=3), two, resume=True, progress=False)
@@ -184,7 +184,7 @@ def test_compiled_training_matches_eager(tiny_dataset, tmp_path):
     train(config(tiny_dataset, epochs=1, compile=True), b, progress=False)
     assert losses(b) == pytest.approx(losses(a), rel=1e-3)
     # Checkpoints of a compiled run hold the plain module's keys (no "_orig_mod." prefix).
-    assert set(load_checkpoint(b / "last.pt")["model_state"]) == set(load_checkpoint(a / "last.pt")["model_state"])
+    assert set(load_checkpoint(b / "last.pt").model_state) == set(load_checkpoint(a / "last.pt").model_state)
 
 
 @pytest.mark.compile
@@ -198,7 +198,7 @@ def test_compiled_training_under_two_gloo_processes_matches_eager(tiny_dataset, 
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(losses(compiled)) == 4
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
-    weights = load_checkpoint(compiled / "last.pt")["model_state"]
-    assert set(weights) == set(load_checkpoint(eager / "last.pt")["model_state"])  # no "_orig_mod." / "module."
-    for k, v in load_checkpoint(eager / "last.pt")["model_state"].items():
+    weights = load_checkpoint(compiled / "last.pt").model_state
+    assert set(weights) == set(load_checkpoint(eager / "last.pt").model_state)  # no "_orig_mod." / "module."
+    for k, v in load_checkpoint(eager / "last.pt").model_state.items():
         torch.testing.assert_close(weights[k], v, rtol=1e-3, atol=1e-4)

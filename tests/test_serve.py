@@ -141,9 +141,9 @@ def test_info_health_page_and_openapi(client, checkpoint):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/api/info").json()
     assert info["model"] == "unet" and info["input_scale"] == 0.5 and info["in_channels"] == 3
-    assert [c["name"] for c in info["classes"]] == state["classes"]
-    assert info["palette"] == [list(c) for c in state["palette"]]
-    assert info["classes"][3]["color"] == "#{:02x}{:02x}{:02x}".format(*state["palette"][3])
+    assert [c["name"] for c in info["classes"]] == state.card.classes
+    assert info["palette"] == [list(c) for c in state.card.palette]
+    assert info["classes"][3]["color"] == "#{:02x}{:02x}{:02x}".format(*state.card.palette[3])
     assert info["limits"] == {"max_upload_bytes": 20_000_000, "max_pixels": 40_000_000,
                               "formats": ["JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"]}
     page = client.get("/")
@@ -225,7 +225,7 @@ def test_tiny_images_and_model_failures(checkpoint):
         def broken(x):
             raise RuntimeError("Given input size: (8x0x0). Calculated output size: (8x0x0). Output size is too small")
 
-        app.state.segmenter.model = broken  # what a model too deep for a tiny image raises
+        app.state.segmenter.predictor.model = broken  # what a model too deep for a tiny image raises
         r = _post(client, "dot.png", one_pixel.getvalue())
         assert r.status_code == 422 and "the model cannot segment a 1 x 1 image" in r.json()["detail"]
 

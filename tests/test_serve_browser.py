@@ -69,13 +69,13 @@ def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_d
                 assert size == [480, 360], (img, size)
             rows = page.eval_on_selector_all("#legend tbody tr", LEGEND)
             assert [r["name"] for r in rows if r["share"] > 0]  # some class is present
-            assert sorted(r["name"] for r in rows) == sorted(state["classes"])
+            assert sorted(r["name"] for r in rows) == sorted(state.card.classes)
             assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=1e-6)
             shown = [float(r["shown"].split()[0].lstrip("<")) for r in rows]  # "49.6 %", "<0.1 %"
             assert sum(shown) == pytest.approx(100.0, abs=0.1 * len(rows))
             assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
             for r in rows:
-                color = state["palette"][state["classes"].index(r["name"])]
+                color = state.card.palette[state.card.classes.index(r["name"])]
                 assert r["swatch"] == "rgb({}, {}, {})".format(*color)
             status = page.inner_text("#status")
             assert re.search(r"480 . 360 pixels, inference \d+\.\d ms", status), status

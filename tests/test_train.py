@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pixelwise.engine.checkpoint import load_checkpoint, save_checkpoint
+from pixelwise.engine.checkpoint import Checkpoint, ModelCard, load_checkpoint, save_checkpoint
 from pixelwise.engine.config import TrainConfig, apply_overrides
 from pixelwise.engine.train import Trainer, poly_lr_lambda, train
 from pixelwise.errors import CheckpointError, ConfigError
@@ -35,11 +35,11 @@ def test_resume_logs_the_same_losses_as_an_uninterrupted_run(tiny_dataset, tmp_p
     train(tiny_config(tiny_dataset), full, progress=False)
     train(tiny_config(tiny_dataset), split, progress=False, stop_after_epoch=1)
     first = load_checkpoint(split / "last.pt")
-    assert first["epoch"] == 1 and first["elapsed_s"] > 0
+    assert first.epoch == 1 and first.elapsed_s > 0
     train(tiny_config(tiny_dataset), split, resume=True, progress=False)
     # The time of the first part counts: elapsed_s goes on from the checkpoint instead of restarting at 0.
     later = [r["elapsed_s"] for r in read_log(split) if r["type"] == "val"]
-    assert later[0] <= first["elapsed_s"] < later[1] < later[2]
+    assert later[0] <= first.elapsed_s < later[1] < later[2]
     a, b = train_losses(full), train_losses(split)
     assert len(a) == 12  # 8 images / batch 2 = 4 steps x 3 epochs
     assert a == b  # bit-for-bit: same order, same augmentation, same optimizer and scheduler state
@@ -47,8 +47,8 @@ def test_resume_logs_the_same_losses_as_an_uninterrupted_run(tiny_dataset, tmp_p
     vb = [r["mIoU"] for r in read_log(split) if r["type"] == "val"]
     assert va == vb and len(va) == 3
     sa, sb = load_checkpoint(full / "last.pt"), load_checkpoint(split / "last.pt")
-    for k in sa["model_state"]:
-        assert torch.equal(sa["model_state"][k], sb["model_state"][k]), k
+    for k in sa.model_state:
+        assert torch.equal(sa.model_state[k], sb.model_state[k]), k
 
 
 def test_resume_drops_log_lines_past_the_checkpoint(tiny_dataset, tmp_path):
@@ -68,11 +68,14 @@ def test_checkpoint_holds_what_predict_and_resume_need(tiny_dataset, tmp_path):
     assert {"mIoU", "pixel_accuracy", "IoU"} <= set(metrics)
     for name in ("last.pt", "best.pt"):
         state = torch.load(run / name, weights_only=True)  # loads without unpickling code
-        assert state["classes"] == ["background", "disk", "square", "triangle", "ring"]
-        assert len(state["palette"]) == 5 and state["num_classes"] == 5 and state["in_channels"] == 3
+        card = state["card"]
+        assert card["classes"] == ["background", "disk", "square", "triangle", "ring"]
+        assert len(card["palette"]) == 5 and card["num_classes"] == 5 and card["in_channels"] == 3
+        assert card["task"] == "semantic" and card["crop_size"] == [32, 32] and card["ignore_index"] == 255
         for key in ("model_state", "optimizer_state", "scheduler_state", "rng_state", "config", "epoch", "step"):
             assert key in state
         assert state["config"]["model_kwargs"] == {"base_channels": 4, "depth": 2}
+        assert card["model_kwargs"] == {"base_channels": 4, "depth": 2}
     assert (run / "config.yaml").is_file()
     val = [r for r in read_log(run) if r["type"] == "val"]
     assert val[-1]["mIoU"] == pytest.approx(metrics["mIoU"])
@@ -89,7 +92,8 @@ def test_resume_refuses_a_run_of_another_model(tiny_dataset, tmp_path):
 
 def test_atomic_save_keeps_the_previous_checkpoint_when_a_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint({"model": "unet", "model_state": {"w": torch.ones(2)}}, path)
+    card = ModelCard("unet", 1, ["thing"], [[1, 2, 3]], [0.5] * 3, [0.25] * 3)
+    save_checkpoint(Checkpoint(card, {"w": torch.ones(2)}), path)
 
     def broken_save(obj, f, *a, **k):
         f.write(b"partial")
@@ -97,9 +101,9 @@ def test_atomic_save_keeps_the_previous_checkpoint_when_a_write_fails(tmp_path, 
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"model": "unet", "model_state": {"w": torch.zeros(2)}}, path)
+        save_checkpoint(Checkpoint(card, {"w": torch.zeros(2)}), path)
     monkeypatch.undo()
-    assert torch.equal(load_checkpoint(path)["model_state"]["w"], torch.ones(2))
+    assert torch.equal(load_checkpoint(path).model_state["w"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 

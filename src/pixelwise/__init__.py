@@ -2,13 +2,15 @@
 
 Public API::
 
-    from pixelwise import build_model, list_models, SegmentationMetrics, load_checkpoint, TrainConfig, train
+    from pixelwise import build_model, list_models, SegmentationMetrics, TrainConfig, train
+    from pixelwise import Predictor, ModelCard, load_checkpoint
 """
 
-from pixelwise.engine.checkpoint import load_checkpoint
+from pixelwise.engine.checkpoint import Checkpoint, ModelCard, load_checkpoint
 from pixelwise.engine.config import TrainConfig
-from pixelwise.engine.inference import evaluate, infer_logits, model_from_checkpoint
+from pixelwise.engine.inference import InferenceOptions, evaluate, infer_logits
 from pixelwise.engine.predict import predict_files
+from pixelwise.engine.predictor import Predictor, SemanticResult
 from pixelwise.engine.train import Trainer, train
 from pixelwise.errors import CheckpointError, ConfigError, DatasetError, PixelwiseError
 from pixelwise.metrics import SegmentationMetrics
@@ -17,11 +19,16 @@ from pixelwise.models import build_model, list_models
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "InferenceOptions",
+    "ModelCard",
     "PixelwiseError",
+    "Predictor",
     "SegmentationMetrics",
+    "SemanticResult",
     "TrainConfig",
     "Trainer",
     "build_model",
@@ -29,7 +36,6 @@ __all__ = [
     "infer_logits",
     "list_models",
     "load_checkpoint",
-    "model_from_checkpoint",
     "predict_files",
     "train",
 ]

@@ -52,8 +52,6 @@ def _train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         values.pop("epochs", None)
     values = apply_overrides(values, args.set or [])
-    if values.get("epochs") is None and values.get("steps") is None:
-        values["epochs"] = 10
     cfg = TrainConfig.from_dict(values, source=args.config or "the command line")
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.quiet)
     main = trainer.world.is_main  # under torchrun, rank 0 alone prints
@@ -88,42 +86,30 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from pixelwise.data import build_dataset, eval_transforms, pad_collate
-    from pixelwise.engine.checkpoint import check_classes
-    from pixelwise.engine.inference import evaluate, model_from_checkpoint, resolve_device
+    from pixelwise.data import build_dataset, pad_collate
     from pixelwise.metrics import format_table, json_safe
 
-    device = resolve_device(args.device)
-    model, state = model_from_checkpoint(args.checkpoint, device)
-    ds = build_dataset(args.data, args.split, transforms=eval_transforms(state["mean"], state["std"]),
-                       require_masks=True)
-    check_classes(state, list(ds.classes), f"{args.data} ({args.split})", args.checkpoint)
-    if ds.in_channels != state["in_channels"]:
-        from pixelwise.errors import CheckpointError
-
-        raise CheckpointError(
-            f"checkpoint {args.checkpoint} expects {state['in_channels']}-channel images, {args.data} has "
-            f"{ds.in_channels}-channel images"
-        )
-    collate = partial(pad_collate, ignore_index=state["ignore_index"])
-    loader = DataLoader(ds, batch_size=args.batch_size, collate_fn=collate, num_workers=args.workers)
-    test_time = _test_time(args, args.checkpoint)
+    predictor = _predictor(args)
+    card = predictor.card
+    ds = build_dataset(args.data, args.split, transforms=predictor.transform, require_masks=True)
+    card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
+    test_time = predictor.options
     if args.report:
         from pixelwise.engine.report import SINGLE, TTA, evaluate_for_report, write_report
 
         # One pass scores both columns of the report; the printed table is the column of the options asked for.
         with torch.inference_mode():
-            data = evaluate_for_report(model, ds, state, test_time, device, args.batch_size, args.workers,
-                                       progress=not args.quiet)
-            page = write_report(args.report, data, model, ds, state, device, args.checkpoint,
+            data = evaluate_for_report(predictor, ds, args.batch_size, args.workers, progress=not args.quiet)
+            page = write_report(args.report, data, predictor, ds, args.checkpoint,
                                 f"{Path(args.checkpoint).parent.name or args.checkpoint} on {args.data} "
                                 f"({args.split})", num_images=args.report_images)
         metrics = data.metrics[TTA if test_time.augmented else SINGLE]
         test_time = data.options[TTA if test_time.augmented else SINGLE]
     else:
+        loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
+                            collate_fn=partial(pad_collate, ignore_index=card.ignore_index))
         with torch.inference_mode():
-            metrics = evaluate(model, loader, state["num_classes"], state["ignore_index"], state["input_scale"],
-                               device, progress=not args.quiet, test_time=test_time)
+            metrics = predictor.evaluate(loader, progress=not args.quiet)
     print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; {test_time.describe()}):")
     print(format_table(metrics, list(ds.classes)))
     if args.json:
@@ -138,30 +124,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_time(args: argparse.Namespace, checkpoint: str):
-    """The InferenceOptions of --mode, --crop, --stride, --tta and --scales; a slide without --crop uses the
-    training crop stored in the checkpoint."""
-    from pixelwise.engine.inference import TTA_SCALES, InferenceOptions
+def _predictor(args: argparse.Namespace):
+    """The Predictor of --checkpoint on --device with the options of --mode, --crop, --stride, --tta and --scales
+    (a slide without --crop uses the training crop on the checkpoint's card)."""
+    from pixelwise.engine.predictor import Predictor
 
-    crop = args.crop
-    if args.mode == "slide" and crop is None:
-        from pixelwise.engine.checkpoint import load_checkpoint
-
-        crop = (load_checkpoint(checkpoint).get("config") or {}).get("crop_size")
-    scales = args.scales or (TTA_SCALES if args.tta else (1.0,))
-    return InferenceOptions(args.mode, crop=tuple(crop) if crop else None,
-                            stride=tuple(args.stride) if args.stride else None, scales=tuple(scales), flip=args.tta)
+    return Predictor.from_checkpoint(args.checkpoint, args.device, mode=args.mode, crop=args.crop,
+                                     stride=args.stride, tta=args.tta, scales=args.scales)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from pixelwise.engine.predict import predict_files
 
-    test_time = _test_time(args, args.checkpoint)
-    written = predict_files(args.checkpoint, args.inputs, args.out, device=args.device, progress=not args.quiet,
-                            test_time=test_time, batch_size=args.batch_size, save_probs=args.probs)
+    predictor = _predictor(args)
+    written = predict_files(predictor, args.inputs, args.out, progress=not args.quiet, batch_size=args.batch_size,
+                            save_probs=args.probs)
     extra = " and probabilities (.npy)" if args.probs else ""
-    print(f"wrote {len(written)} class-id PNGs with colour masks, overlays{extra} to {args.out} "
-          f"({test_time.describe()})")
+    print(f"wrote {len(written)} class-id PNGs with color masks, overlays{extra} to {args.out} "
+          f"({predictor.options.describe()})")
     return 0
 
 
@@ -177,10 +157,10 @@ def _export(args: argparse.Namespace) -> int:
           "dynamic batch, height and width)")
     if not args.check:
         return 0
-    deploy, state = deploy_model(args.checkpoint)
+    deploy, card = deploy_model(args.checkpoint)
     loaded = torch.jit.load(str(out)) if args.format == "torchscript" else None
     for path in args.check:
-        images = read_image(path, state["in_channels"]).float().unsqueeze(0)
+        images = read_image(path, card.in_channels).float().unsqueeze(0)
         if loaded is None:
             parity = onnx_parity(out, deploy, images)
         else:
@@ -215,8 +195,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not args.max_upload_mb > 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    app = create_app(args.checkpoint, device=args.device, max_upload_bytes=max(1, round(args.max_upload_mb * 1e6)),
-                     max_pixels=args.max_pixels, test_time=_test_time(args, args.checkpoint), alpha=args.alpha)
+    app = create_app(_predictor(args), max_upload_bytes=max(1, round(args.max_upload_mb * 1e6)),
+                     max_pixels=args.max_pixels, alpha=args.alpha)
     sock = None
     try:
         family, _, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,

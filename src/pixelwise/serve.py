@@ -4,10 +4,10 @@
 
 Endpoints (documented in ``/openapi.json``; ``/docs`` is FastAPI's Swagger page, whose scripts come from a CDN):
 
-- ``GET /``: one self-contained page (no external scripts) to upload an image and see the colour mask, the overlay
+- ``GET /``: one self-contained page (no external scripts) to upload an image and see the color mask, the overlay
   and a legend of the classes with each one's share of the pixels.
 - ``POST /api/segment``: multipart/form-data with the image in the field ``file`` -> JSON :class:`SegmentResponse`
-  (size, per-class pixel counts and shares, the class-id mask, colour mask and overlay as base64 PNGs).
+  (size, per-class pixel counts and shares, the class-id mask, color mask and overlay as base64 PNGs).
 - ``POST /api/segment.png?kind=mask|color|overlay``: the same upload -> one ``image/png``; ``mask`` is a palette
   PNG whose pixel values are the class ids.
 - ``GET /api/info``: the model, its classes and palette, ``input_scale``, the inference mode and the upload limits.
@@ -15,9 +15,8 @@ Endpoints (documented in ``/openapi.json``; ``/docs`` is FastAPI's Swagger page,
 
 An upload is read exactly as ``pixelwise predict`` reads a file (:func:`pixelwise.data.io.read_image`: EXIF
 orientation applied, the decompression-bomb check, grayscale for a one-channel checkpoint) and runs through the same
-normalisation and inference (:func:`~pixelwise.engine.inference.infer_logits` with the checkpoint's
-``input_scale``; :func:`~pixelwise.engine.inference.predict_probs` with test-time augmentation), so the served mask
-PNG is byte for byte the ``<stem>.png`` that ``pixelwise predict`` writes for the same file, and the colour mask
+:class:`~pixelwise.engine.predictor.Predictor` (normalisation, ``input_scale``, inference mode), so the served mask
+PNG is byte for byte the ``<stem>.png`` that ``pixelwise predict`` writes for the same file, and the color mask
 and overlay hold the pixels of its ``<stem>_color.png`` and ``<stem>_overlay.png`` (tested).
 
 Hostile uploads get a 4xx with ``{"detail": message}``, never a 500: an empty upload or a corrupt or truncated
@@ -26,7 +25,7 @@ it arrives when it has none); an image of more than ``max_pixels`` pixels 413, f
 decoded; anything that is not a JPEG, PNG, BMP, TIFF or WebP 415; a request without the ``file`` field 422.
 
 The model runs on one dedicated thread, one image at a time (a CPU forward pass already uses every intra-op
-thread; on a GPU it keeps the memory of one image in flight); reading, colouring and PNG encoding run in FastAPI's
+thread; on a GPU it keeps the memory of one image in flight); reading, coloring and PNG encoding run in FastAPI's
 thread pool around it.
 """
 
@@ -35,6 +34,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass
+from importlib import resources
 import tempfile
 import threading
 import time
@@ -46,20 +47,20 @@ from typing import Literal
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from pixelwise.data.io import read_image
-from pixelwise.data.transforms import eval_transforms
-from pixelwise.engine.inference import InferenceOptions, class_scores, model_from_checkpoint, resolve_device
+from pixelwise.engine.inference import InferenceOptions
+from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
 from pixelwise.viz import colorize, legend, overlay, save_class_png
 
-__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "Segmenter", "UploadError",
-           "create_app", "decode_upload"]
+__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "Segmenter", "ServeState",
+           "UploadError", "create_app", "decode_upload", "render_page"]
 
 #: Largest upload accepted by default, in bytes (20 MB).
 DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
@@ -88,7 +89,7 @@ class UploadError(PixelwiseError):
 class ClassInfo(BaseModel):
     id: int = Field(description="class id: the pixel value in the mask PNG")
     name: str
-    color: str = Field(description="the class's palette colour, '#rrggbb'", pattern="^#[0-9a-f]{6}$")
+    color: str = Field(description="the class's palette color, '#rrggbb'", pattern="^#[0-9a-f]{6}$")
 
 
 class ClassShare(ClassInfo):
@@ -102,8 +103,8 @@ class SegmentResponse(BaseModel):
     height: int = Field(description="image height in pixels, after the EXIF orientation")
     classes: list[ClassShare] = Field(description="every class of the model, in id order")
     mask_png: str = Field(description="base64 palette PNG (H, W) whose pixel values are the class ids")
-    color_png: str = Field(description="base64 RGB PNG: each pixel in its class's colour")
-    overlay_png: str = Field(description="base64 RGB PNG: the colour mask blended over the image")
+    color_png: str = Field(description="base64 RGB PNG: each pixel in its class's color")
+    overlay_png: str = Field(description="base64 RGB PNG: the color mask blended over the image")
     inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
 
 
@@ -123,7 +124,7 @@ class InfoResponse(BaseModel):
     device: str
     classes: list[ClassInfo]
     palette: list[list[int]] = Field(description="(R, G, B) of each class id")
-    alpha: float = Field(description="weight of the mask colour in the overlay")
+    alpha: float = Field(description="weight of the mask color in the overlay")
     limits: LimitsInfo
 
 
@@ -150,7 +151,7 @@ def decode_upload(data: bytes, filename: str | None, channels: int, max_pixels: 
     """Decode an uploaded image exactly as ``pixelwise predict`` reads a file.
 
     The header is checked first (format, size) from memory; the bytes are then written to ``workdir`` and read by
-    :func:`pixelwise.data.io.read_image` (EXIF orientation, decompression-bomb check, colour-mode conversion).
+    :func:`pixelwise.data.io.read_image` (EXIF orientation, decompression-bomb check, color-mode conversion).
 
     Args:
         data: the uploaded file's bytes.
@@ -204,46 +205,32 @@ def decode_upload(data: bytes, filename: str | None, channels: int, max_pixels: 
 
 
 class Segmenter:
-    """A checkpoint's model with the pipeline of :func:`pixelwise.engine.predict.predict_files`, run on one
-    dedicated thread.
+    """A :class:`~pixelwise.engine.predictor.Predictor` run on one dedicated thread, one image at a time.
 
     Args:
-        checkpoint: a ``pixelwise train`` checkpoint (``best.pt``, ``last.pt``).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        test_time: whole image (default) or sliding window, and test-time augmentation.
+        predictor: the checkpoint's model, card and inference options.
 
     Raises:
         CheckpointError: the checkpoint cannot be read or built.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", test_time: InferenceOptions | None = None):
-        self.checkpoint = Path(checkpoint)
-        self.device = resolve_device(device)
-        self.model, self.state = model_from_checkpoint(checkpoint, self.device)
-        self.test_time = test_time
-        self.transform = eval_transforms(self.state["mean"], self.state["std"])
-        self.palette = [tuple(int(v) for v in c) for c in self.state["palette"]]
-        self.classes = list(self.state["classes"])
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.device = predictor.device
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.state["in_channels"])
 
     def _run(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         with torch.inference_mode():
-            x = self.transform(image).unsqueeze(0).to(self.device)
-            scores = class_scores(self.model, x, self.state["input_scale"], test_time=self.test_time)
-            pred = scores.argmax(1).to(torch.uint8).cpu().numpy()[0]
+            pred = self.predictor(image).mask(0)
         return pred, 1000 * (time.perf_counter() - start)
 
     def __call__(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
         """Segment one image.
 
         Args:
-            image: uint8 (C, H, W), C = ``in_channels`` (as :func:`read_image` returns it).
+            image: uint8 (C, H, W), C = the card's ``in_channels`` (as :func:`read_image` returns it).
 
         Returns:
             ``(pred, milliseconds)``: uint8 (H, W) class ids and the inference time.
@@ -339,8 +326,20 @@ class BodyLimit:
 # ---------------------------------------------------------------------------------------------------------- the app
 
 
+@dataclass
+class ServeState:
+    """What the routes read from ``app.state.serve``."""
+
+    segmenter: Segmenter
+    info: InfoResponse
+    page: str
+    max_upload_bytes: int
+    max_pixels: int
+    alpha: float
+
+
 def create_app(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Predictor,
     device: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -350,13 +349,14 @@ def create_app(
     """The FastAPI application of ``pixelwise serve`` (see the module docstring); the model is loaded here, once.
 
     Args:
-        checkpoint: a ``pixelwise train`` checkpoint.
+        checkpoint: a ``pixelwise train`` checkpoint, or a :class:`~pixelwise.engine.predictor.Predictor` (then
+            ``device`` and ``test_time`` are its own).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
         max_upload_bytes: the largest uploaded file, in bytes.
         max_pixels: the largest image, width x height in pixels; at most Pillow's decompression-bomb threshold
             ``PIL.Image.MAX_IMAGE_PIXELS``.
         test_time: inference mode and test-time augmentation, as for ``pixelwise predict``.
-        alpha: weight of the mask colour in the overlay, in [0, 1].
+        alpha: weight of the mask color in the overlay, in [0, 1].
 
     Raises:
         ConfigError: a non-positive limit, ``max_pixels`` above the decompression-bomb threshold, ``alpha``
@@ -372,17 +372,21 @@ def create_app(
                           f"the pixel limit must be at least 1, got {max_pixels}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"the overlay alpha must be in [0, 1], got {alpha}")
-    segmenter = Segmenter(checkpoint, device, test_time)
-    state = segmenter.state
-    colours = legend(segmenter.classes, segmenter.palette)
-    class_info = [ClassInfo(id=k, name=name, color=colour) for k, (name, colour) in enumerate(colours)]
+    if isinstance(checkpoint, Predictor):
+        predictor = checkpoint
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, device)
+        predictor.options = test_time or predictor.options
+    name = Path(predictor.source).name if predictor.source else "(in memory)"
+    card = predictor.card
+    class_info = [ClassInfo(id=k, name=n, color=c) for k, (n, c) in enumerate(legend(card.classes, card.palette))]
     info = InfoResponse(
-        model=state["model"], checkpoint=segmenter.checkpoint.name, num_classes=len(class_info),
-        in_channels=segmenter.in_channels, input_scale=float(state["input_scale"]),
-        inference=(test_time or InferenceOptions()).describe(), device=str(segmenter.device), classes=class_info,
-        palette=[list(c) for c in segmenter.palette], alpha=alpha,
+        model=card.model, checkpoint=name, num_classes=len(class_info), in_channels=card.in_channels,
+        input_scale=card.input_scale, inference=predictor.options.describe(), device=str(predictor.device),
+        classes=class_info, palette=card.palette, alpha=alpha,
         limits=LimitsInfo(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, formats=list(ACCEPTED_FORMATS)),
     )
+    segmenter = Segmenter(predictor)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -394,90 +398,109 @@ def create_app(
     app = FastAPI(
         title="pixelwise serve",
         version=__version__,
-        description=f"Semantic segmentation with {state['model']} ({len(class_info)} classes: "
-                    f"{', '.join(segmenter.classes)}). Upload an image as multipart/form-data in the field `file`.",
+        description=f"Semantic segmentation with {card.model} ({len(class_info)} classes: "
+                    f"{', '.join(card.classes)}). Upload an image as multipart/form-data in the field `file`.",
         lifespan=lifespan,
     )
     app.state.segmenter = segmenter
+    app.state.serve = ServeState(segmenter, info, render_page(info), max_upload_bytes, max_pixels, alpha)
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK, upload_limit=max_upload_bytes)
-
-    @app.exception_handler(UploadError)
-    async def _upload_error(_request: Request, error: UploadError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=error.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-            problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-        text = "; ".join(problems) or "invalid request"
-        if any(tuple(item.get("loc", ()))[-1:] == ("file",) for item in error.errors()):
-            text += " (send the image as multipart/form-data in the field 'file')"
-        return JSONResponse({"detail": text}, status_code=422)
-
-    def segment(upload: UploadFile, kinds: tuple[str, ...]) -> tuple[dict, dict[str, bytes]]:
-        data = upload.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise UploadError(413, f"the upload {upload.filename!r} is over {max_upload_bytes:,} bytes, this "
-                                   "server's limit (pixelwise serve --max-upload-mb)")
-        with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
-            image = decode_upload(data, upload.filename, segmenter.in_channels, max_pixels, Path(tmp))
-            pred, ms = segmenter(image)
-            pngs = {}
-            if "mask" in kinds:  # the very writer of predict_files: the same bytes as its <stem>.png
-                pngs["mask"] = save_class_png(pred, Path(tmp) / "mask.png", segmenter.palette).read_bytes()
-        if "color" in kinds:
-            pngs["color"] = _png(colorize(pred, segmenter.palette))
-        if "overlay" in kinds:
-            pngs["overlay"] = _png(overlay(image, pred, segmenter.palette, alpha=alpha))
-        counts = np.bincount(pred.ravel(), minlength=len(class_info))
-        total = int(pred.size)
-        classes = [ClassShare(id=c.id, name=c.name, color=c.color, pixels=int(counts[c.id]),
-                              share=float(counts[c.id]) / total) for c in class_info]
-        meta = {"filename": upload.filename, "width": int(pred.shape[1]), "height": int(pred.shape[0]),
-                "classes": classes, "inference_ms": round(ms, 3)}
-        return meta, pngs
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_page(info))
-
-    @app.get("/health", response_model=HealthResponse, summary="liveness")
-    def health() -> HealthResponse:
-        return HealthResponse()
-
-    @app.get("/api/info", response_model=InfoResponse, summary="the model, its classes and the upload limits")
-    def api_info() -> InfoResponse:
-        return info
-
-    @app.post("/api/segment", response_model=SegmentResponse, responses=_ERRORS,
-              summary="segment an image: class shares and the mask, colour mask and overlay as base64 PNGs")
-    def api_segment(file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})")) -> SegmentResponse:
-        meta, pngs = segment(file, ("mask", "color", "overlay"))
-        encoded = {f"{k}_png": base64.b64encode(v).decode("ascii") for k, v in pngs.items()}
-        return SegmentResponse(**meta, **encoded)
-
-    @app.post("/api/segment.png", response_class=Response, summary="segment an image: one PNG",
-              responses={200: {"content": {"image/png": {}}, "description": "the PNG; headers X-Inference-Ms, "
-                                                                              "X-Image-Size (WxH)"}, **_ERRORS})
-    def api_segment_png(
-        file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})"),
-        kind: Literal["mask", "color", "overlay"] = Query(
-            "overlay", description="mask: palette PNG of class ids; color: colour mask; overlay: mask over image"),
-    ) -> Response:
-        meta, pngs = segment(file, (kind,))
-        headers = {"X-Inference-Ms": f"{meta['inference_ms']:.3f}", "X-Image-Size": f"{meta['width']}x{meta['height']}"}
-        return Response(pngs[kind], media_type="image/png", headers=headers)
-
+    app.add_exception_handler(UploadError, upload_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.include_router(router)
     return app
+
+
+async def upload_error(_request: Request, error: UploadError) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+
+async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    text = "; ".join(problems) or "invalid request"
+    if any(tuple(item.get("loc", ()))[-1:] == ("file",) for item in error.errors()):
+        text += " (send the image as multipart/form-data in the field 'file')"
+    return JSONResponse({"detail": text}, status_code=422)
+
+
+def segment_upload(serve: ServeState, upload: UploadFile, kinds: tuple[str, ...]) -> tuple[dict, dict[str, bytes]]:
+    """Decode ``upload``, segment it and encode the PNGs named in ``kinds`` (``mask``, ``color``, ``overlay``).
+
+    Returns ``(meta, pngs)``: the JSON fields other than the PNGs, and the PNG bytes by kind."""
+    limit, palette = serve.max_upload_bytes, serve.segmenter.predictor.palette
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise UploadError(413, f"the upload {upload.filename!r} is over {limit:,} bytes, this "
+                               "server's limit (pixelwise serve --max-upload-mb)")
+    with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
+        image = decode_upload(data, upload.filename, serve.info.in_channels, serve.max_pixels, Path(tmp))
+        pred, ms = serve.segmenter(image)
+        pngs = {}
+        if "mask" in kinds:  # the very writer of predict_files: the same bytes as its <stem>.png
+            pngs["mask"] = save_class_png(pred, Path(tmp) / "mask.png", palette).read_bytes()
+    if "color" in kinds:
+        pngs["color"] = _png(colorize(pred, palette))
+    if "overlay" in kinds:
+        pngs["overlay"] = _png(overlay(image, pred, palette, alpha=serve.alpha))
+    counts = np.bincount(pred.ravel(), minlength=serve.info.num_classes)
+    total = int(pred.size)
+    classes = [ClassShare(id=c.id, name=c.name, color=c.color, pixels=int(counts[c.id]),
+                          share=float(counts[c.id]) / total) for c in serve.info.classes]
+    meta = {"filename": upload.filename, "width": int(pred.shape[1]), "height": int(pred.shape[0]),
+            "classes": classes, "inference_ms": round(ms, 3)}
+    return meta, pngs
+
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.serve.page)
+
+
+@router.get("/health", response_model=HealthResponse, summary="liveness")
+def health() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get("/api/info", response_model=InfoResponse, summary="the model, its classes and the upload limits")
+def api_info(request: Request) -> InfoResponse:
+    return request.app.state.serve.info
+
+
+@router.post("/api/segment", response_model=SegmentResponse, responses=_ERRORS,
+             summary="segment an image: class shares and the mask, color mask and overlay as base64 PNGs")
+def api_segment(request: Request,
+                file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})")) -> SegmentResponse:
+    meta, pngs = segment_upload(request.app.state.serve, file, ("mask", "color", "overlay"))
+    encoded = {f"{k}_png": base64.b64encode(v).decode("ascii") for k, v in pngs.items()}
+    return SegmentResponse(**meta, **encoded)
+
+
+@router.post("/api/segment.png", response_class=Response, summary="segment an image: one PNG",
+             responses={200: {"content": {"image/png": {}}, "description": "the PNG; headers X-Inference-Ms, "
+                                                                             "X-Image-Size (WxH)"}, **_ERRORS})
+def api_segment_png(
+    request: Request,
+    file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})"),
+    kind: Literal["mask", "color", "overlay"] = Query(
+        "overlay", description="mask: palette PNG of class ids; color: color mask; overlay: mask over image"),
+) -> Response:
+    meta, pngs = segment_upload(request.app.state.serve, file, (kind,))
+    headers = {"X-Inference-Ms": f"{meta['inference_ms']:.3f}", "X-Image-Size": f"{meta['width']}x{meta['height']}"}
+    return Response(pngs[kind], media_type="image/png", headers=headers)
 
 
 # --------------------------------------------------------------------------------------------------------- the page
 
 
-def _page(info: InfoResponse) -> str:
-    """The demo page: inline CSS and JavaScript only (it must work with no network)."""
+def render_page(info: InfoResponse) -> str:
+    """The demo page (the package file ``pixelwise/static/serve.html``, inline CSS and JavaScript only: it must
+    work with no network) with the model's details filled in."""
     classes = ", ".join(c.name for c in info.classes)
     values = {
         "__MODEL__": html.escape(info.model),
@@ -490,191 +513,7 @@ def _page(info: InfoResponse) -> str:
         "__MAX_MB__": f"{info.limits.max_upload_bytes / 1e6:g}",
         "__MAX_MP__": f"{info.limits.max_pixels / 1e6:g}",
     }
-    text = _PAGE
+    text = resources.files("pixelwise").joinpath("static/serve.html").read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace(key, value)
     return text
-
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pixelwise: __MODEL__</title>
-<style>
-  :root { --fg: #1d2430; --muted: #667085; --line: #d9dee7; --accent: #2f6fed; --bad: #b42318; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
-         background: #f6f7f9; }
-  header { padding: 14px 24px; background: #fff; border-bottom: 1px solid var(--line); }
-  header h1 { margin: 0; font-size: 19px; }
-  header p { margin: 2px 0 0; color: var(--muted); font-size: 13px; }
-  main { padding: 18px 24px; max-width: 1500px; }
-  #drop { display: flex; align-items: center; gap: 14px; padding: 14px 18px; border: 2px dashed var(--line);
-          border-radius: 10px; background: #fff; }
-  #drop.over { border-color: var(--accent); background: #eef3ff; }
-  #drop .hint { color: var(--muted); font-size: 13px; }
-  #status { margin: 10px 0; min-height: 1.4em; color: var(--muted); }
-  #error { margin: 10px 0; padding: 10px 14px; border-radius: 8px; background: #fef3f2; color: var(--bad);
-           border: 1px solid #fecdca; }
-  #results { display: grid; grid-template-columns: minmax(0, 3fr) minmax(260px, 1fr); gap: 18px;
-             align-items: start; }
-  .images { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 12px;
-            align-items: start; }
-  figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 8px; }
-  figure img { display: block; width: 100%; height: auto; border-radius: 6px; background: #eceff3;
-               image-rendering: auto; }
-  figcaption { display: flex; justify-content: space-between; font-size: 13px; color: var(--muted);
-               margin-top: 6px; }
-  figcaption a { color: var(--accent); text-decoration: none; }
-  aside { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
-  aside h2 { margin: 0 0 8px; font-size: 15px; }
-  table { width: 100%; border-collapse: collapse; font-size: 13.5px; }
-  td { padding: 4px 4px; border-top: 1px solid #eef0f4; vertical-align: middle; }
-  td.share { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-  tr.absent { color: #a0a7b4; }
-  .swatch { display: inline-block; width: 16px; height: 16px; border-radius: 4px; vertical-align: middle;
-            border: 1px solid rgba(0, 0, 0, .25); }
-  .bar { height: 6px; border-radius: 3px; background: #eef0f4; overflow: hidden; min-width: 60px; }
-  .bar span { display: block; height: 100%; }
-  footer { margin-top: 16px; color: var(--muted); font-size: 12px; }
-  [hidden] { display: none !important; }
-</style>
-</head>
-<body>
-<header>
-  <h1>pixelwise &middot; __MODEL__</h1>
-  <p>__CHECKPOINT__ &middot; __NUM_CLASSES__ classes (__CLASSES__) &middot; __INFERENCE__ on __DEVICE__</p>
-</header>
-<main>
-  <form id="drop" onsubmit="return false">
-    <input type="file" id="file" name="file" accept="image/jpeg,image/png,image/bmp,image/tiff,image/webp">
-    <span class="hint">or drop an image here &middot; JPEG, PNG, BMP, TIFF, WebP &middot; up to __MAX_MB__ MB and
-      __MAX_MP__ megapixels</span>
-  </form>
-  <div id="status">Choose an image to segment.</div>
-  <div id="error" role="alert" hidden></div>
-  <section id="results" hidden>
-    <div class="images">
-      <figure><img id="source" alt="uploaded image"><figcaption><span>image</span><span id="size"></span>
-        </figcaption></figure>
-      <figure><img id="mask" alt="colour mask"><figcaption><span>mask</span>
-        <span><a id="mask-link" download="mask.png" title="palette PNG whose pixel values are the class ids">class
-        ids</a> &middot; <a id="color-link" download="color.png">colour</a></span></figcaption></figure>
-      <figure><img id="overlay" alt="mask over the image"><figcaption><span>overlay</span>
-        <a id="overlay-link" download="overlay.png">download</a></figcaption></figure>
-    </div>
-    <aside>
-      <h2>Classes <span id="legend-note" style="font-weight: normal; color: var(--muted)"></span></h2>
-      <table id="legend"><tbody></tbody></table>
-    </aside>
-  </section>
-  <footer>API: <a href="api/info">api/info</a> &middot; POST api/segment (JSON) &middot;
-    POST api/segment.png?kind=mask|color|overlay &middot; <a href="openapi.json">openapi.json</a></footer>
-</main>
-<script>
-"use strict";
-const MAX_BYTES = __MAX_BYTES__;
-const $ = (id) => document.getElementById(id);
-let sourceUrl = null;
-
-function showError(text) {
-  $("error").textContent = text;
-  $("error").hidden = false;
-  $("status").textContent = "";
-}
-
-function pct(share) {
-  const p = 100 * share;
-  return (p > 0 && p < 0.1 ? "<0.1" : p.toFixed(1)) + " %";
-}
-
-function renderLegend(classes) {
-  const body = $("legend").tBodies[0];
-  body.replaceChildren();
-  const sorted = [...classes].sort((a, b) => b.share - a.share || a.id - b.id);
-  for (const c of sorted) {
-    const row = body.insertRow();
-    row.className = c.pixels > 0 ? "present" : "absent";
-    row.dataset.classId = c.id;
-    row.dataset.share = c.share;
-    const sw = document.createElement("span");
-    sw.className = "swatch";
-    sw.style.background = c.color;
-    row.insertCell().append(sw);
-    const name = row.insertCell();
-    name.className = "name";
-    name.textContent = c.name;
-    const barCell = row.insertCell();
-    barCell.style.width = "35%";
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    const fill = document.createElement("span");
-    fill.style.width = (100 * c.share).toFixed(2) + "%";
-    fill.style.background = c.color;
-    bar.append(fill);
-    barCell.append(bar);
-    const share = row.insertCell();
-    share.className = "share";
-    share.textContent = pct(c.share);
-    share.title = c.pixels.toLocaleString() + " pixels";
-  }
-  const present = classes.filter((c) => c.pixels > 0).length;
-  $("legend-note").textContent = "(" + present + " of " + classes.length + " present)";
-}
-
-async function segment(file) {
-  $("error").hidden = true;
-  if (!file) return;
-  if (file.size > MAX_BYTES) {
-    showError(file.name + " is " + file.size.toLocaleString() + " bytes; this server takes at most " +
-              MAX_BYTES.toLocaleString() + " bytes.");
-    return;
-  }
-  $("status").textContent = "Segmenting " + file.name + " \\u2026";
-  const form = new FormData();
-  form.append("file", file, file.name);
-  let response, body;
-  try {
-    response = await fetch("api/segment", { method: "POST", body: form });
-    body = await response.json().catch(() => ({}));
-  } catch (e) {
-    showError("The server could not be reached: " + e);
-    return;
-  }
-  if (!response.ok) {
-    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
-    showError("Error " + response.status + ": " + (detail || response.statusText));
-    return;
-  }
-  if (sourceUrl) URL.revokeObjectURL(sourceUrl);
-  sourceUrl = URL.createObjectURL(file);
-  $("source").src = sourceUrl;
-  const color = "data:image/png;base64," + body.color_png;
-  const over = "data:image/png;base64," + body.overlay_png;
-  $("mask").src = color;
-  $("overlay").src = over;
-  $("mask-link").href = "data:image/png;base64," + body.mask_png;
-  $("color-link").href = color;
-  $("overlay-link").href = over;
-  $("size").textContent = body.width + " \\u00d7 " + body.height;
-  renderLegend(body.classes);
-  $("results").hidden = false;
-  $("status").textContent = file.name + ": " + body.width + " \\u00d7 " + body.height + " pixels, inference " +
-    body.inference_ms.toFixed(1) + " ms";
-}
-
-$("file").addEventListener("change", (e) => segment(e.target.files[0]));
-const drop = $("drop");
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  drop.classList.remove("over");
-  if (e.dataTransfer.files.length) segment(e.dataTransfer.files[0]);
-});
-</script>
-</body>
-</html>
-"""

@@ -1,37 +1,187 @@
-"""Checkpoints: one dict per file, written atomically, read with ``weights_only=True``.
+"""Checkpoints: a :class:`ModelCard` (everything needed to run the model) plus the weights and, for ``--resume``,
+the training state; one file, written atomically, read with ``weights_only=True``.
 
-Keys: ``version``, ``model`` (name), ``model_kwargs``, ``num_classes``, ``in_channels``, ``classes``, ``palette``,
-``ignore_index``, ``mean``, ``std``, ``input_scale``, ``config``, ``model_state``, ``optimizer_state``,
-``scheduler_state``, ``rng_state``, ``epoch``, ``step``, ``metrics``, ``best_miou``.
+This module is the only one that reads a checkpoint's keys. A file holds a plain dict::
+
+    {"version": 2, "card": ModelCard.to_dict(), "model_state": {...}, "config": {...},
+     "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "world_size",
+     "epoch", "step", "metrics", "best_miou", "elapsed_s", "epoch_loss"}
+
 Only tensors, numbers, strings, lists and dicts are stored, so ``torch.load(weights_only=True)`` reads every one:
-a checkpoint cannot execute code when it is opened.
+a checkpoint cannot execute code when it is opened. Files of format 1 (the card's fields at the top level, written
+by pixelwise before the ModelCard) are read too: :func:`load_checkpoint` builds their card from those keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from pixelwise.errors import CheckpointError
 
-CHECKPOINT_VERSION = 1
+#: The file layout written today; 1 is the flat layout before the ModelCard, still read.
+CHECKPOINT_VERSION = 2
+#: The tasks a card may name. Each has its own model outputs and :class:`pixelwise.Predictor` result type.
+TASKS = ("semantic",)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed, then ``os.replace``.
-    A crash midway leaves the previous checkpoint intact."""
+@dataclass
+class ModelCard:
+    """Everything needed to run a trained model, stored in every checkpoint (the key ``"card"``).
+
+    Attributes:
+        model: registered architecture name (``pixelwise models`` lists them).
+        num_classes: K, the number of output channels of the logits.
+        classes: K class names, in id order.
+        palette: K RGB colors, ``[r, g, b]`` in 0..255, in id order.
+        mean, std: per-channel normalisation of images scaled to [0, 1] (C values each).
+        task: what the model predicts: ``"semantic"`` (one class per pixel).
+        model_kwargs: the architecture's options (``build_model(model, num_classes, in_channels, **model_kwargs)``).
+        in_channels: C, image channels the model takes: 3 (RGB) or 1 (grayscale).
+        input_scale: images are resized by this factor before the model sees them; predictions come back at the
+            input's size.
+        ignore_index: the label value that marks void pixels in the training masks.
+        crop_size: the training crop (H, W) in pixels the model saw, after ``input_scale``; sliding-window
+            inference uses it as its window when none is given. None when unknown.
+        format_version: :data:`CHECKPOINT_VERSION` of the file the card was read from or is written to.
+    """
+
+    model: str
+    num_classes: int
+    classes: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    task: str = "semantic"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_channels: int = 3
+    input_scale: float = 1.0
+    ignore_index: int = 255
+    crop_size: tuple[int, int] | None = None
+    format_version: int = CHECKPOINT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise CheckpointError(f"model card: unknown task {self.task!r} (this pixelwise knows {', '.join(TASKS)})")
+        if len(self.classes) != self.num_classes or len(self.palette) != self.num_classes:
+            raise CheckpointError(f"model card: {self.num_classes} classes but {len(self.classes)} names and "
+                                  f"{len(self.palette)} palette colors")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise CheckpointError(f"model card: mean and std need {self.in_channels} values each, got "
+                                  f"{list(self.mean)} and {list(self.std)}")
+        self.classes = [str(c) for c in self.classes]
+        self.palette = [[int(v) for v in c] for c in self.palette]
+        self.mean, self.std = [float(v) for v in self.mean], [float(v) for v in self.std]
+        self.input_scale = float(self.input_scale)
+        self.model_kwargs = dict(self.model_kwargs)
+        if self.crop_size is not None:
+            self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (``weights_only``-safe)."""
+        out = dataclasses.asdict(self)
+        out["crop_size"] = list(self.crop_size) if self.crop_size is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str | Path = "checkpoint") -> "ModelCard":
+        """Raises CheckpointError naming ``source`` when a field is missing, unknown or inconsistent."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise CheckpointError(f"{source}: unknown model card fields {unknown} (written by a newer pixelwise? "
+                                  "upgrade)")
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise CheckpointError(f"{source}: incomplete model card ({e})") from None
+
+    @property
+    def palette_tuples(self) -> list[tuple[int, int, int]]:
+        """The palette as ``(r, g, b)`` tuples, the form :mod:`pixelwise.viz` takes."""
+        return [tuple(c) for c in self.palette]
+
+    def build_model(self) -> torch.nn.Module:
+        """The card's architecture with freshly initialised weights (load ``model_state`` into it)."""
+        from pixelwise.models import build_model
+
+        return build_model(self.model, num_classes=self.num_classes, in_channels=self.in_channels,
+                           **self.model_kwargs)
+
+    def check_dataset(self, classes: Sequence[str], in_channels: int | None, source: str,
+                      path: str | Path = "checkpoint") -> None:
+        """Raise CheckpointError when a dataset's classes (count first, then names) or image channels differ from
+        the card's: the class ids would be misread."""
+        check_classes(self.classes, classes, source, path)
+        if in_channels is not None and in_channels != self.in_channels:
+            raise CheckpointError(f"checkpoint {path} expects {self.in_channels}-channel images, {source} has "
+                                  f"{in_channels}-channel images")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint file's contents: the :class:`ModelCard`, the weights and, in a training run's ``last.pt`` /
+    ``best.pt``, the state ``--resume`` needs (None in a weights-only file).
+
+    Attributes:
+        card: how to build and run the model.
+        model_state: the model's ``state_dict``.
+        config: the resolved training config (:meth:`pixelwise.TrainConfig.to_dict`), or None.
+        epoch, step: epochs and optimizer steps completed.
+        metrics: the last validation's metrics, or None.
+        best_miou: best validation mIoU so far (-1 before the first validation).
+        elapsed_s: seconds of training done so far, over every resumed process.
+        epoch_loss: (sum, steps) of the train losses of an epoch under way when the file was written.
+        world_size: processes of the run that wrote it.
+        optimizer_state, scheduler_state, scaler_state, rng_state: for ``--resume``.
+    """
+
+    card: ModelCard
+    model_state: dict[str, torch.Tensor]
+    config: dict[str, Any] | None = None
+    epoch: int = 0
+    step: int = 0
+    metrics: dict[str, Any] | None = None
+    best_miou: float = -1.0
+    elapsed_s: float = 0.0
+    epoch_loss: tuple[float, int] = (0.0, 0)
+    world_size: int = 1
+    optimizer_state: dict[str, Any] | None = None
+    scheduler_state: dict[str, Any] | None = None
+    scaler_state: dict[str, Any] | None = None
+    rng_state: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's dict (see the module docstring)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["card"] = self.card.to_dict()
+        out["epoch_loss"] = list(self.epoch_loss)
+        return {"version": CHECKPOINT_VERSION, **out}
+
+    def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The card's model with these weights, on ``device``, in eval mode."""
+        model = self.card.build_model()
+        model.load_state_dict(self.model_state)
+        return model.to(device).eval()
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, flushed, then
+    ``os.replace``. A crash midway leaves the previous checkpoint intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+            torch.save(checkpoint.to_dict(), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,34 +190,57 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a pixelwise checkpoint with ``weights_only=True``.
+#: Format 1 stored the card's fields at the top level under these names.
+_V1_CARD_KEYS = ("model", "model_kwargs", "num_classes", "in_channels", "classes", "palette", "ignore_index",
+                 "mean", "std", "input_scale")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a pixelwise checkpoint (format 2, or format 1 from before the ModelCard) with ``weights_only=True``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a torch file, or not a pixelwise checkpoint.
+        CheckpointError: the file is missing, truncated, not a torch file, not a pixelwise checkpoint, written by
+            a newer pixelwise, or its card is incomplete.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a non-torch file fails deep in the unpickler with any of a dozen exception types
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise CheckpointError(
             f"cannot read checkpoint {path}: {reason} (truncated or not a pixelwise checkpoint?)"
         ) from e
-    if not isinstance(state, dict) or "model_state" not in state or "model" not in state:
-        raise CheckpointError(f"{path} is not a pixelwise checkpoint (no model/model_state keys)")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
+    if not isinstance(raw, dict) or "model_state" not in raw or not ("card" in raw or "model" in raw):
+        raise CheckpointError(f"{path} is not a pixelwise checkpoint (no card/model_state keys)")
+    version = raw.pop("version", 1)
+    if version > CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path} was written by a newer pixelwise (format {state['version']} > {CHECKPOINT_VERSION}): upgrade"
+            f"{path} was written by a newer pixelwise (format {version} > {CHECKPOINT_VERSION}): upgrade"
         )
-    return state
+    if "card" in raw:
+        card_values = dict(raw.pop("card"))
+    else:  # format 1
+        missing = [k for k in _V1_CARD_KEYS if k not in raw]
+        if missing:
+            raise CheckpointError(f"{path} is not a complete pixelwise checkpoint (no {', '.join(missing)})")
+        card_values = {k: raw.pop(k) for k in _V1_CARD_KEYS}
+        card_values["crop_size"] = (raw.get("config") or {}).get("crop_size")
+    card_values["format_version"] = version
+    card = ModelCard.from_dict(card_values, path)
+    names = {f.name for f in dataclasses.fields(Checkpoint)}
+    extra = {k: v for k, v in raw.items() if k in names}
+    if "epoch_loss" in extra:
+        extra["epoch_loss"] = tuple(extra["epoch_loss"])
+    return Checkpoint(card=card, **extra)
 
 
-def check_classes(state: dict[str, Any], classes: list[str], source: str, path: str | Path = "checkpoint") -> None:
-    """Raise CheckpointError when a checkpoint's classes do not match a dataset's (count first, then names)."""
-    ck = list(state["classes"])
+def check_classes(expected: Sequence[str], classes: Sequence[str], source: str,
+                  path: str | Path = "checkpoint") -> None:
+    """Raise CheckpointError when ``classes`` (of ``source``) differ from the ``expected`` ones of ``path``: count
+    first, then names."""
+    ck = list(expected)
     if len(ck) != len(classes):
         raise CheckpointError(
             f"checkpoint {path} was trained for {len(ck)} classes ({', '.join(ck[:12])}) but {source} has "

@@ -12,6 +12,10 @@ import yaml
 from pixelwise.errors import ConfigError
 
 
+#: A run's length when neither ``epochs`` nor ``steps`` is given.
+DEFAULT_EPOCHS = 10
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Lengths are in pixels, ``lr`` per step, times in seconds.
@@ -22,8 +26,8 @@ class TrainConfig:
 
     ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
     resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.
-    Exactly one of ``epochs`` and ``steps`` sets the run's length, counted in optimizer steps; the poly schedule
-    spans it. ``warmup_steps`` > 0 first ramps the LR linearly from ``warmup_factor * lr`` to ``lr``; the poly decay
+    Exactly one of ``epochs`` and ``steps`` sets the run's length, counted in optimizer steps (neither:
+    :data:`DEFAULT_EPOCHS` epochs); the poly schedule spans it. ``warmup_steps`` > 0 first ramps the LR linearly from ``warmup_factor * lr`` to ``lr``; the poly decay
     then spans the remaining steps (the scheme of torchvision's segmentation references).
 
     Scale: each optimizer step sees ``batch_size * grad_accum_steps * world_size`` images (``world_size`` processes
@@ -74,6 +78,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.epochs is None and self.steps is None:
+            self.epochs = DEFAULT_EPOCHS
         self.validate()
 
     def validate(self) -> None:

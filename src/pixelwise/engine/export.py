@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelwise.engine.inference import model_from_checkpoint
+from pixelwise.engine.checkpoint import ModelCard
+from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError
 
 
@@ -40,10 +41,11 @@ class DeployModel(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def deploy_model(checkpoint: str | Path) -> tuple[DeployModel, dict]:
-    """The :class:`DeployModel` of a checkpoint (on the CPU, eval mode) and the checkpoint's state."""
-    model, state = model_from_checkpoint(checkpoint, "cpu")
-    return DeployModel(model, state["mean"], state["std"], state["input_scale"]).eval(), state
+def deploy_model(checkpoint: str | Path) -> tuple[DeployModel, ModelCard]:
+    """The :class:`DeployModel` of a checkpoint (on the CPU, eval mode) and the checkpoint's :class:`ModelCard`."""
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu")
+    card = predictor.card
+    return DeployModel(predictor.model, card.mean, card.std, card.input_scale).eval(), card
 
 
 def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "onnx",
@@ -59,10 +61,10 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: str = "onnx",
     """
     if fmt not in ("onnx", "torchscript"):
         raise ConfigError(f"export format must be 'onnx' or 'torchscript', got {fmt!r}")
-    deploy, state = deploy_model(checkpoint)
+    deploy, card = deploy_model(checkpoint)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(1, state["in_channels"], *example_size) * 255
+    example = torch.rand(1, card.in_channels, *example_size) * 255
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic is traced on purpose
         if fmt == "torchscript":

@@ -11,10 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pixelwise.engine.checkpoint import load_checkpoint
 from pixelwise.errors import ConfigError
 from pixelwise.metrics import SegmentationMetrics
-from pixelwise.models import build_model
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -147,9 +145,9 @@ def infer_logits(
 def predict_probs(
     model: nn.Module,
     images: torch.Tensor,
-    test_time: InferenceOptions | None = None,
     input_scale: float = 1.0,
     out_size: Sequence[int] | None = None,
+    test_time: InferenceOptions | None = None,
 ) -> torch.Tensor:
     """Class probabilities: the softmax of :func:`infer_logits`, averaged over ``test_time.scales`` (each
     multiplying ``input_scale``) and, with ``test_time.flip``, over the left-right mirrored image (mirrored back).
@@ -191,7 +189,7 @@ def class_scores(
         float (N, K, H', W'), at ``out_size`` (default (H, W)).
     """
     if probs or (test_time is not None and test_time.augmented):
-        return predict_probs(model, images, test_time, input_scale, out_size)
+        return predict_probs(model, images, input_scale, out_size, test_time)
     return infer_logits(model, images, input_scale, out_size, test_time)
 
 
@@ -227,16 +225,3 @@ def evaluate(
         metrics.update(scores.argmax(1), masks)
     metrics.all_reduce()
     return metrics.compute()
-
-
-def model_from_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model a checkpoint describes, load its weights, move it to ``device`` in eval mode.
-
-    Returns ``(model, state)``; ``state`` holds the classes, palette, normalisation and ``input_scale``.
-    Raises CheckpointError (see :func:`load_checkpoint`)."""
-    state = load_checkpoint(path)
-    model = build_model(
-        state["model"], num_classes=state["num_classes"], in_channels=state["in_channels"], **state["model_kwargs"]
-    )
-    model.load_state_dict(state["model_state"])
-    return model.to(device).eval(), state

@@ -1,4 +1,4 @@
-"""Prediction on image files: class-id PNGs, colour masks and overlays, from nothing but a checkpoint."""
+"""Prediction on image files: class-id PNGs, color masks and overlays, from nothing but a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pixelwise.data.io import IMAGE_EXTENSIONS, read_image
-from pixelwise.data.transforms import eval_transforms
-from pixelwise.engine.inference import InferenceOptions, class_scores, model_from_checkpoint, resolve_device
+from pixelwise.data.io import IMAGE_EXTENSIONS
+from pixelwise.engine.inference import InferenceOptions
+from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError
-from pixelwise.viz import colorize, overlay, save_class_png
+from pixelwise.viz import save_class_png
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -54,7 +54,7 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict_files(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Predictor,
     inputs: Iterable[str | Path],
     out_dir: str | Path,
     device: str = "auto",
@@ -64,10 +64,11 @@ def predict_files(
     batch_size: int = 1,
     save_probs: bool = False,
 ) -> list[Path]:
-    """Segment image files with a trained checkpoint.
+    """Segment image files with a trained checkpoint (or a :class:`Predictor`, whose device and options are then
+    used as they are).
 
     For each input ``<stem>.<ext>`` writes into ``out_dir``: ``<stem>.png`` (palette-mode PNG whose pixel values
-    are the class ids), ``<stem>_color.png`` (RGB colour mask), ``<stem>_overlay.png`` (mask blended over the
+    are the class ids), ``<stem>_color.png`` (RGB color mask), ``<stem>_overlay.png`` (mask blended over the
     image) and, with ``save_probs``, ``<stem>_probs.npy`` (float16 (K, H, W) softmax probabilities). Images are
     read in the checkpoint's channel mode (grayscale or RGB) and normalised as in training; ``test_time`` selects
     whole-image or sliding-window inference and test-time augmentation; consecutive images of the same size are
@@ -77,11 +78,12 @@ def predict_files(
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
     files = collect_inputs(inputs)
-    model, state = model_from_checkpoint(checkpoint, dev)
-    tf = eval_transforms(state["mean"], state["std"])
-    palette = [tuple(c) for c in state["palette"]]
+    if isinstance(checkpoint, Predictor):
+        predictor = checkpoint
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, device)
+        predictor.options = test_time or predictor.options
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -89,22 +91,19 @@ def predict_files(
     batch: list[tuple[Path, torch.Tensor]] = []
 
     def flush() -> None:
-        x = torch.stack([tf(image) for _, image in batch]).to(dev)
-        scores = class_scores(model, x, state["input_scale"], test_time=test_time, probs=save_probs)
-        preds = scores.argmax(1).to(torch.uint8).cpu().numpy()
+        result = predictor([image for _, image in batch], probs=save_probs)
         for k, (f, image) in enumerate(batch):
-            pred = preds[k]
-            save_class_png(pred, out / f"{f.stem}.png", palette)
-            Image.fromarray(colorize(pred, palette)).save(out / f"{f.stem}_color.png")
-            Image.fromarray(overlay(image, pred, palette, alpha=alpha)).save(out / f"{f.stem}_overlay.png")
+            save_class_png(result.mask(k), out / f"{f.stem}.png", predictor.palette)
+            Image.fromarray(result.color(k)).save(out / f"{f.stem}_color.png")
+            Image.fromarray(result.overlay(image, k, alpha=alpha)).save(out / f"{f.stem}_overlay.png")
             if save_probs:
-                np.save(out / f"{f.stem}_probs.npy", scores[k].cpu().numpy().astype(np.float16))
+                np.save(out / f"{f.stem}_probs.npy", result.probs[k].cpu().numpy().astype(np.float16))
             written.append(out / f"{f.stem}.png")
         bar.update(len(batch))
         batch.clear()
 
     for f in files:
-        image = read_image(f, state["in_channels"])
+        image = predictor.read(f)
         if batch and (len(batch) == batch_size or batch[0][1].shape != image.shape):
             flush()
         batch.append((f, image))

@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pixelwise.engine.inference import InferenceOptions, infer_logits, predict_probs
+from pixelwise.engine.inference import InferenceOptions
+from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError
 from pixelwise.metrics import SegmentationMetrics, json_safe
 from pixelwise.viz.colorize import colorize
@@ -79,21 +80,15 @@ def tta_options(test_time: InferenceOptions) -> tuple[InferenceOptions, Inferenc
 
 @torch.no_grad()
 def evaluate_for_report(
-    model: torch.nn.Module,
+    predictor: Predictor,
     dataset,
-    state: dict[str, Any],
-    test_time: InferenceOptions,
-    device: torch.device,
     batch_size: int = 4,
     num_workers: int = 0,
     progress: bool = False,
 ) -> ReportData:
-    """Score ``dataset`` (a :class:`pixelwise.data.SegmentationDataset` with eval transforms and masks) with
-    ``model`` in both columns of the report (see :func:`tta_options`), keeping each image's own scores.
-
-    Args:
-        state: the checkpoint's state (``num_classes``, ``ignore_index``, ``input_scale``).
-        test_time: the user's inference options.
+    """Score ``dataset`` (a :class:`pixelwise.data.SegmentationDataset` with the predictor's eval transforms and
+    masks) in both columns of the report (see :func:`tta_options` of the predictor's options), keeping each
+    image's own scores.
 
     Returns:
         :class:`ReportData`. The whole-split metrics equal :func:`pixelwise.engine.inference.evaluate`'s with the
@@ -103,21 +98,20 @@ def evaluate_for_report(
 
     from pixelwise.data import pad_collate
 
-    single, tta = tta_options(test_time)
-    k, ignore = state["num_classes"], state["ignore_index"]
+    single, tta = tta_options(predictor.options)
+    k, ignore = predictor.card.num_classes, predictor.card.ignore_index
     totals = {SINGLE: SegmentationMetrics(k, ignore_index=ignore), TTA: SegmentationMetrics(k, ignore_index=ignore)}
     seconds = {SINGLE: 0.0, TTA: 0.0}
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=partial(pad_collate, ignore_index=ignore))
     scores: list[dict[str, Any]] = []
-    model.eval()
     for images, masks in tqdm(loader, desc="report", leave=False, disable=not progress):
-        images, masks = images.to(device), masks.to(device)
+        images, masks = images.to(predictor.device), masks.to(predictor.device)
         start = time.perf_counter()
-        pred = infer_logits(model, images, state["input_scale"], masks.shape[-2:], single).argmax(1)
+        pred = predictor.scores(images, masks.shape[-2:], options=single).argmax(1)
         seconds[SINGLE] += time.perf_counter() - start
         start = time.perf_counter()
-        pred_tta = predict_probs(model, images, tta, state["input_scale"], masks.shape[-2:]).argmax(1)
+        pred_tta = predictor.scores(images, masks.shape[-2:], probs=True, options=tta).argmax(1)
         seconds[TTA] += time.perf_counter() - start
         totals[SINGLE].update(pred, masks)
         totals[TTA].update(pred_tta, masks)
@@ -291,24 +285,25 @@ def error_map(pred: np.ndarray, mask: np.ndarray, ignore_index: int) -> np.ndarr
 
 
 @torch.no_grad()
-def image_grid(model, dataset, state: dict[str, Any], picks: Sequence[dict[str, Any]], options: InferenceOptions,
-               device: torch.device, title: str) -> str:
+def image_grid(predictor: Predictor, dataset, picks: Sequence[dict[str, Any]], options: InferenceOptions,
+               title: str) -> str:
     """One row per picked image: image, ground truth, prediction, error map (single-scale prediction)."""
     plt = _pyplot()
-    palette = [tuple(c) for c in state["palette"]]
+    card = predictor.card
+    palette, ignore = card.palette_tuples, card.ignore_index
     fig, axes = plt.subplots(len(picks), 4, figsize=(14, 2.9 * len(picks)), squeeze=False)
     for row, pick in zip(axes, picks):
         image, mask = dataset[pick["index"]]
-        logits = infer_logits(model, image[None].to(device), state["input_scale"], mask.shape[-2:], options)
+        logits = predictor.scores(image[None].to(predictor.device), mask.shape[-2:], options=options)
         pred = logits.argmax(1)[0].cpu().numpy().astype(np.int64)
         gt = mask.cpu().numpy().astype(np.int64)
-        shown_gt = np.where(gt == state["ignore_index"], 0, gt)
+        shown_gt = np.where(gt == ignore, 0, gt)
         panels = [
-            (_display_image(image, state["mean"], state["std"]), f"{pick['name']}"),
-            (np.where((gt == state["ignore_index"])[..., None], 255, colorize(shown_gt, palette)).astype(np.uint8),
+            (_display_image(image, card.mean, card.std), f"{pick['name']}"),
+            (np.where((gt == ignore)[..., None], 255, colorize(shown_gt, palette)).astype(np.uint8),
              "ground truth (void white)"),
             (colorize(pred, palette), f"prediction: mIoU {_pct(pick['mIoU'])} %"),
-            (error_map(pred, gt, state["ignore_index"]), f"errors (red), pixel acc {_pct(pick['pixel_accuracy'])} %"),
+            (error_map(pred, gt, ignore), f"errors (red), pixel acc {_pct(pick['pixel_accuracy'])} %"),
         ]
         for ax, (picture, caption) in zip(row, panels):
             ax.imshow(picture, interpolation="nearest")
@@ -366,10 +361,8 @@ td { text-align: right; font-variant-numeric: tabular-nums; } th { text-align: l
 def write_report(
     out_dir: str | Path,
     data: ReportData,
-    model,
+    predictor: Predictor,
     dataset,
-    state: dict[str, Any],
-    device: torch.device,
     checkpoint: str | Path,
     title: str,
     num_images: int = 4,
@@ -393,15 +386,16 @@ def write_report(
     grids = ""
     for picks, label in ((best, "best"), (worst, "worst")):
         if picks:
-            grid = image_grid(model, dataset, state, picks, single, device,
+            grid = image_grid(predictor, dataset, picks, single,
                               f"{len(picks)} {label} images by their own mIoU ({SINGLE})")
             grids += f'<h3>{label}</h3><img alt="{label} images" src="{grid}">'
     if not grids:
         grids = "<p>No image has labelled pixels.</p>"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    meta = (f"checkpoint {html.escape(str(checkpoint))} · model {html.escape(str(state['model']))} · "
+    card = predictor.card
+    meta = (f"checkpoint {html.escape(str(checkpoint))} · model {html.escape(card.model)} · "
             f"{len(data.image_scores)} images · {SINGLE}: {html.escape(data.options[SINGLE].describe())} · "
-            f"{TTA}: {html.escape(data.options[TTA].describe())} · input scale {state['input_scale']:g} · {when}")
+            f"{TTA}: {html.escape(data.options[TTA].describe())} · input scale {card.input_scale:g} · {when}")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body>
@@ -418,7 +412,7 @@ counted. Per-image mIoU below uses the same rule on one image.</p>
 <h2>Training curves</h2>
 {curves_html}
 <h2>Best and worst images</h2>
-{legend_html(data.class_names, state['palette'])}
+{legend_html(data.class_names, card.palette)}
 {grids}
 </body></html>
 """

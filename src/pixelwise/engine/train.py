@@ -39,6 +39,8 @@ from pixelwise.data import (
     train_transforms,
 )
 from pixelwise.engine.checkpoint import (
+    Checkpoint,
+    ModelCard,
     check_classes,
     get_rng_state,
     load_checkpoint,
@@ -183,7 +185,7 @@ class Trainer:
             cfg.data, cfg.val_split, transforms=eval_transforms(self.mean, self.std), require_masks=True,
             seed=cfg.seed, ignore_index=cfg.ignore_index, **cfg.data_kwargs,
         )
-        check_classes({"classes": self.val_set.classes}, self.classes, f"{cfg.data} ({cfg.val_split})", "train split")
+        check_classes(self.classes, self.val_set.classes, f"{cfg.data} ({cfg.val_split})", "train split")
         self.val_loader = _loader(
             self.val_set, cfg.eval_batch_size, distributed.ShardSampler(len(self.val_set), self.world), cfg,
             self.device, shuffle=False,
@@ -192,7 +194,7 @@ class Trainer:
         # An epoch is as many whole optimizer steps as the shuffled images fill; the few left over sit out that
         # epoch (a different few each time, since the permutation changes).
         self.steps_per_epoch = len(self.train_loader) // cfg.grad_accum_steps
-        self.total_steps = cfg.steps if cfg.steps is not None else (cfg.epochs or 1) * self.steps_per_epoch
+        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         if cfg.warmup_steps >= self.total_steps:
             raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) must be smaller than the run's "
@@ -260,63 +262,65 @@ class Trainer:
         (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def state(self, metrics: dict[str, Any] | None, epoch_loss: tuple[float, int] = (0.0, 0)) -> dict[str, Any]:
+    def card(self) -> ModelCard:
+        """The :class:`ModelCard` of this run's model: what ``predict``, ``serve`` and ``export`` need."""
+        return ModelCard(
+            model=self.cfg.model, num_classes=self.num_classes, classes=self.classes, palette=self.palette,
+            mean=self.mean, std=self.std, task="semantic", model_kwargs=dict(self.cfg.model_kwargs),
+            in_channels=self.in_channels, input_scale=self.cfg.input_scale, ignore_index=self.cfg.ignore_index,
+            crop_size=self.cfg.crop_size,
+        )
+
+    def state(self, metrics: dict[str, Any] | None, epoch_loss: tuple[float, int] = (0.0, 0)) -> Checkpoint:
         """Everything ``--resume`` needs; ``epoch_loss`` is (sum, steps) of the train losses of the epoch under way
         (a checkpoint written mid-epoch), so the resumed epoch's mean train loss counts every step."""
-        return {
-            "model": self.cfg.model,
-            "model_kwargs": dict(self.cfg.model_kwargs),
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "classes": self.classes,
-            "palette": self.palette,
-            "ignore_index": self.cfg.ignore_index,
-            "mean": self.mean,
-            "std": self.std,
-            "input_scale": self.cfg.input_scale,
-            "config": self.cfg.to_dict(),
-            "model_state": self.model.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(),
-            "scaler_state": self.scaler.state_dict(),
-            "world_size": self.world.size,
-            "rng_state": get_rng_state(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "metrics": metrics,
-            "best_miou": self.best_miou,
-            "elapsed_s": self.elapsed(),
-            "epoch_loss": list(epoch_loss),
-        }
+        return Checkpoint(
+            card=self.card(),
+            model_state=self.model.state_dict(),
+            config=self.cfg.to_dict(),
+            epoch=self.epoch,
+            step=self.step,
+            metrics=metrics,
+            best_miou=self.best_miou,
+            elapsed_s=self.elapsed(),
+            epoch_loss=tuple(epoch_loss),
+            world_size=self.world.size,
+            optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(),
+            scaler_state=self.scaler.state_dict(),
+            rng_state=get_rng_state(),
+        )
 
     def _resume(self) -> None:
         path = self.out_dir / "last.pt"
         if not path.is_file():
             raise CheckpointError(f"--resume: {path} does not exist (start without --resume, or pick the run folder)")
-        state = load_checkpoint(path, map_location=self.device)
-        check_classes(state, self.classes, f"{self.cfg.data} ({self.cfg.train_split})", path)
-        if state["model"] != self.cfg.model or state["model_kwargs"] != dict(self.cfg.model_kwargs):
+        ckpt = load_checkpoint(path, map_location=self.device)
+        card = ckpt.card
+        check_classes(card.classes, self.classes, f"{self.cfg.data} ({self.cfg.train_split})", path)
+        if card.model != self.cfg.model or card.model_kwargs != dict(self.cfg.model_kwargs):
             raise CheckpointError(
-                f"--resume: {path} holds model {state['model']} {state['model_kwargs']}, the config asks for "
+                f"--resume: {path} holds model {card.model} {card.model_kwargs}, the config asks for "
                 f"{self.cfg.model} {dict(self.cfg.model_kwargs)}"
             )
-        saved_world = state.get("world_size", 1)
-        if saved_world != self.world.size:
+        if ckpt.optimizer_state is None or ckpt.rng_state is None:
+            raise CheckpointError(f"--resume: {path} holds weights only, not a training run's state")
+        if ckpt.world_size != self.world.size:
             raise CheckpointError(
-                f"--resume: {path} was trained by {saved_world} process(es) and this run has {self.world.size}; "
-                f"resume with the same count (torchrun --nproc_per_node {saved_world}) so the global batch and the "
-                f"order of samples stay the same"
+                f"--resume: {path} was trained by {ckpt.world_size} process(es) and this run has {self.world.size}; "
+                f"resume with the same count (torchrun --nproc_per_node {ckpt.world_size}) so the global batch and "
+                f"the order of samples stay the same"
             )
-        self.model.load_state_dict(state["model_state"])
-        self.optimizer.load_state_dict(state["optimizer_state"])
-        self.scheduler.load_state_dict(state["scheduler_state"])
-        if state.get("scaler_state"):
-            self.scaler.load_state_dict(state["scaler_state"])
-        set_rng_state(state["rng_state"])
-        self.epoch, self.step, self.best_miou = state["epoch"], state["step"], state["best_miou"]
-        self.last_metrics = state["metrics"]
-        self.elapsed_before = float(state.get("elapsed_s", 0.0))
-        self._epoch_loss = tuple(state.get("epoch_loss", (0.0, 0)))
+        self.model.load_state_dict(ckpt.model_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.scheduler.load_state_dict(ckpt.scheduler_state)
+        if ckpt.scaler_state:
+            self.scaler.load_state_dict(ckpt.scaler_state)
+        set_rng_state(ckpt.rng_state)
+        self.epoch, self.step, self.best_miou = ckpt.epoch, ckpt.step, ckpt.best_miou
+        self.last_metrics = ckpt.metrics
+        self.elapsed_before = float(ckpt.elapsed_s)
+        self._epoch_loss = tuple(ckpt.epoch_loss)
         if self.world.is_main:
             self._truncate_log()
 
