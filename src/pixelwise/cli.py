@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_options(e)
     e.set_defaults(func=_eval)
 
-    pr = sub.add_parser("predict", help="segment image files: class-id PNGs, colour masks, overlays")
+    pr = sub.add_parser("predict", help="segment image files: class-id PNGs, color masks, overlays")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted globs ('a/*.jpg')")
     pr.add_argument("--out", required=True)
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(larger: 413)")
     sv.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height (larger: "
                     "413, before decoding); at most Pillow's decompression-bomb threshold")
-    sv.add_argument("--alpha", type=float, default=0.5, help="weight of the mask colour in the overlay")
+    sv.add_argument("--alpha", type=float, default=0.5, help="weight of the mask color in the overlay")
     sv.add_argument("--quiet", action="store_true", help="no access log")
     _inference_options(sv)
     sv.set_defaults(func=_serve)

@@ -22,7 +22,7 @@ class TrainConfig:
 
     ``data`` is ``"synthetic"`` or a dataset folder, its format (folder layout, VOC, Cityscapes, ADE20K) detected or
     named by a prefix (``"voc:/data/VOCdevkit"``); ``data_kwargs`` are options of that format's reader
-    (``binary_threshold``, ``colour_map``, ``sbd_root``, ``reduce_zero_label``: :func:`pixelwise.data.build_dataset`).
+    (``binary_threshold``, ``color_map``, ``sbd_root``, ``reduce_zero_label``: :func:`pixelwise.data.build_dataset`).
 
     ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
     resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.

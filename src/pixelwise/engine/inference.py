@@ -33,7 +33,7 @@ class InferenceOptions:
     ``mode="whole"`` runs the model once on the whole image. ``mode="slide"`` runs it on windows of ``crop``
     (H, W) pixels every ``stride`` (H, W) pixels, the last row and column of windows shifted to end at the border,
     and averages the logits of the windows that overlap at each pixel (MMSegmentation's ``slide_inference``); an
-    image smaller than the crop is padded with zeros (the normalised mean colour) and the padding cropped off.
+    image smaller than the crop is padded with zeros (the normalised mean color) and the padding cropped off.
     Sizes are in the pixels the model sees, after the checkpoint's ``input_scale``.
 
     ``scales`` and ``flip`` are test-time augmentation: the image is also run at each scale (bilinear) and
