@@ -120,3 +120,35 @@ def test_torch_compile_matches_eager(name: str) -> None:
         eager = model(images)
         compiled = torch.compile(model, dynamic=False)(images)
     torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-3)
+
+
+def test_model_modules_share_code_through_common_and_registry_only() -> None:
+    """No model module imports another (shared pieces live in models/common.py and layers/), and layers/ imports
+    nothing from models/ or backbones: the import graph of models/ and layers/ has no cycle."""
+    import ast
+    from pathlib import Path
+
+    import pixelwise.layers
+    import pixelwise.models
+
+    def imports(path: Path) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        return found
+
+    shared = {"pixelwise.models.common", "pixelwise.models.registry"}
+    for path in Path(pixelwise.models.__path__[0]).glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        others = {
+            m for m in imports(path)
+            if m.startswith("pixelwise.models.") and not any(m == s or m.startswith(s + ".") for s in shared)
+        }
+        assert not others, f"{path.name} imports {sorted(others)}"
+    for path in Path(pixelwise.layers.__path__[0]).glob("*.py"):
+        upward = {m for m in imports(path) if m.startswith(("pixelwise.models", "pixelwise.backbones"))}
+        assert not upward, f"layers/{path.name} imports {sorted(upward)}"

@@ -26,7 +26,9 @@ torchvision fetches into ``$TORCH_HOME/hub/checkpoints`` (downloaded once, then 
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +37,7 @@ import torchvision
 from torch import Tensor, nn
 
 from pixelwise.errors import CheckpointError, ConfigError
+from pixelwise.layers.blocks import he_init_
 
 __all__ = ["Backbone", "build_backbone", "list_backbones", "load_backbone_state_dict", "BACKBONES"]
 
@@ -49,10 +52,6 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2"),
     "mobilenet_v3_large": ("mobilenet_v3_large", "mobilenet_v3_large"),
 }
-
-# Where MobileNet's `features` are cut so that each stage ends at strides 2, 4, 8, 16, 32.
-_MOBILENET_CUTS = {"mobilenet_v2": (0, 2, 4, 7, 14, 19), "mobilenet_v3_large": (0, 2, 4, 7, 13, 17)}
-
 
 def list_backbones() -> list[str]:
     """Sorted names accepted by :func:`build_backbone`."""
@@ -235,9 +234,31 @@ def _dilate(module: nn.Module, rate: int, strided_rate: int | None = None) -> No
                 m.padding = tuple(conv_rate * (k - 1) // 2 for k in m.kernel_size)
 
 
-def _vgg_stages(model: nn.Module) -> list[nn.Sequential]:
+def _replace_first_conv(stem: nn.Module, in_channels: int) -> bool:
+    """Swap the first ``Conv2d`` under ``stem`` (depth-first: the network's input layer) for one taking
+    ``in_channels`` inputs (:func:`_adapt_first_conv`); False if there is none."""
+    for name, child in stem.named_children():
+        if isinstance(child, nn.Conv2d):
+            setattr(stem, name, _adapt_first_conv(child, in_channels))
+            return True
+        if _replace_first_conv(child, in_channels):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------- one builder a family
+# Each cuts a torchvision classification network into its five stages, ending at nominal strides 2, 4, 8, 16, 32.
+
+
+def _resnet_stages(model: nn.Module) -> list[nn.Module]:
+    """Stem (conv1, bn1, relu), (maxpool, layer1), layer2, layer3, layer4."""
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu)
+    return [stem, nn.Sequential(model.maxpool, model.layer1), model.layer2, model.layer3, model.layer4]
+
+
+def _vgg_stages(model: nn.Module) -> list[nn.Module]:
     """VGG's ``features`` split after each max-pool: stage i = (conv [bn] relu) x n, pool_i."""
-    stages: list[nn.Sequential] = []
+    stages: list[nn.Module] = []
     current: list[nn.Module] = []
     for layer in model.features:
         current.append(layer)
@@ -245,6 +266,124 @@ def _vgg_stages(model: nn.Module) -> list[nn.Sequential]:
             stages.append(nn.Sequential(*current))
             current = []
     return stages
+
+
+def _mobilenet_stages(model: nn.Module, cuts: tuple[int, ...]) -> list[nn.Module]:
+    """MobileNet's ``features[cuts[i]:cuts[i + 1]]`` as stage i."""
+    return [nn.Sequential(*model.features[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _vgg_fc_layers(model: nn.Module) -> Callable[[], tuple[nn.Linear, ...]]:
+    """fc6 and fc7 of VGG's classifier, materialised (and initialised as torchvision does) on first call."""
+    classifier = model.classifier
+
+    def fc_layers() -> tuple[nn.Linear, ...]:
+        if classifier[0].weight.is_meta:
+            classifier.to_empty(device=torch.get_default_device())
+            he_init_(classifier)
+        return (classifier[0], classifier[3])
+
+    return fc_layers
+
+
+@dataclass(frozen=True)
+class _Family:
+    """How :func:`build_backbone` treats one family of torchvision classifiers.
+
+    Attributes:
+        head: the classifier's attribute (``"fc"``, ``"classifier"``); a weights file may lack its keys.
+        stages: the family's builder, model -> its five stages.
+        strides_in_pools: the stages stride in their closing max-pool (VGG), which a dilated backbone removes; else
+            in their first convolutions, which a dilated backbone sets to stride 1.
+        fc_layers: for VGG, the classifier's fc6 and fc7 on demand; the classifier stays on the meta device (no
+            memory, no initialisation) until then, since only FCN-style models use its 120M weights.
+    """
+
+    head: str
+    stages: Callable[[nn.Module], list[nn.Module]]
+    strides_in_pools: bool = False
+    fc_layers: Callable[[nn.Module], Callable[[], tuple[nn.Linear, ...]]] | None = None
+
+
+_FAMILIES: dict[str, _Family] = {
+    "resnet": _Family("fc", _resnet_stages),
+    "vgg": _Family("classifier", _vgg_stages, strides_in_pools=True, fc_layers=_vgg_fc_layers),
+    "mobilenet_v2": _Family("classifier", functools.partial(_mobilenet_stages, cuts=(0, 2, 4, 7, 14, 19))),
+    "mobilenet_v3_large": _Family("classifier", functools.partial(_mobilenet_stages, cuts=(0, 2, 4, 7, 13, 17))),
+}
+
+
+def _check_options(name: str, in_channels: Any, output_stride: Any, dilate_strided_conv: Any) -> None:
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())}")
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ConfigError(f"in_channels must be an integer >= 1, got {in_channels!r}")
+    if not isinstance(dilate_strided_conv, bool):
+        raise ConfigError(f"dilate_strided_conv must be True or False, got {dilate_strided_conv!r}")
+
+
+def _construct(builder: str, family: _Family) -> nn.Module:
+    """torchvision's network with its own random initialisation; a lazy head (VGG) is left on the meta device."""
+    if family.fc_layers is None:
+        return torchvision.models.get_model(builder, weights=None)
+    with torch.device("meta"):
+        model = torchvision.models.get_model(builder, weights=None)
+    for name, child in model.named_children():
+        if name != family.head:
+            child.to_empty(device=torch.get_default_device())
+            he_init_(child)
+    return model
+
+
+def _load_weights(model: nn.Module, builder: str, family: _Family, weights: Any) -> None:
+    """Load ``weights`` (a local file or a torchvision weights name/enum member) into ``model``."""
+    if _looks_like_path(weights):
+        state = load_backbone_state_dict(weights)
+        source = str(weights)
+    else:
+        enum = _resolve_weights_enum(builder, weights)
+        source = f"{builder} {enum.name} ({enum.url})"
+        try:
+            state = enum.get_state_dict(progress=True, check_hash=True)
+        except Exception as err:  # noqa: BLE001 - network and hash errors come in many types
+            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+            raise CheckpointError(
+                f"cannot fetch {source}: {err}. Without network access, download {enum.url} elsewhere and "
+                f"place it at {cache}, or pass the path of a local state_dict file as the weights"
+            ) from err
+    prefix = family.head + "."
+    if family.fc_layers is not None and any(k.startswith(prefix) for k in state):
+        getattr(model, family.head).to_empty(device=torch.get_default_device())
+    _load_into(model, state, source, (prefix,))
+
+
+def _set_output_stride(
+    stages: list[nn.Module], output_stride: int, dilate_strided_conv: bool, strides_in_pools: bool
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Dilate the stages past ``output_stride`` in place; the strides and atrous rates of the five outputs."""
+    strides, dilations = [], []
+    stride, rate = 1, 1
+    for stage in stages:
+        if strides_in_pools:
+            # VGG's convolutions come before the stage's pool, so they run at the previous stage's rate;
+            # a removed pool raises the rate for whatever follows.
+            if rate > 1:
+                _dilate(stage, rate)
+            if stride * 2 > output_stride:
+                stage[-1] = nn.Identity()
+                rate *= 2
+            else:
+                stride *= 2
+        elif stride * 2 > output_stride:
+            rate *= 2
+            _dilate(stage, rate, None if dilate_strided_conv else rate // 2)
+        else:
+            stride *= 2
+        strides.append(stride)
+        dilations.append(rate)
+    return tuple(strides), tuple(dilations)
 
 
 def build_backbone(
@@ -283,124 +422,20 @@ def build_backbone(
         CheckpointError: a weights file that is missing, unreadable or does not fit the network (the message lists
             missing, unexpected and mis-shaped keys); a download that fails (the message says where to put the file).
     """
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; known backbones: {', '.join(list_backbones())}")
-    if output_stride not in (8, 16, 32):
-        raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ConfigError(f"in_channels must be an integer >= 1, got {in_channels!r}")
-    if not isinstance(dilate_strided_conv, bool):
-        raise ConfigError(f"dilate_strided_conv must be True or False, got {dilate_strided_conv!r}")
-    builder, family = BACKBONES[name]
-    head_prefixes = ("fc.",) if family == "resnet" else ("classifier.",)
-    if family == "vgg":
-        # VGG's classifier holds 120M weights that only FCN-style models use: build on the meta device (no memory,
-        # no initialisation), then materialise the convolutions now and the classifier when asked for.
-        with torch.device("meta"):
-            model: nn.Module = torchvision.models.get_model(builder, weights=None)
-        model.features.to_empty(device=torch.get_default_device())
-        _init_like_torchvision_vgg(model.features)
-    else:
-        model = torchvision.models.get_model(builder, weights=None)
-
+    _check_options(name, in_channels, output_stride, dilate_strided_conv)
+    builder, family_name = BACKBONES[name]
+    family = _FAMILIES[family_name]
+    model = _construct(builder, family)
     if weights is not None:
-        if _looks_like_path(weights):
-            state = load_backbone_state_dict(weights)
-            source = str(weights)
-        else:
-            enum = _resolve_weights_enum(builder, weights)
-            source = f"{builder} {enum.name} ({enum.url})"
-            try:
-                state = enum.get_state_dict(progress=True, check_hash=True)
-            except Exception as err:  # noqa: BLE001 - network and hash errors come in many types
-                cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-                raise CheckpointError(
-                    f"cannot fetch {source}: {err}. Without network access, download {enum.url} elsewhere and "
-                    f"place it at {cache}, or pass the path of a local state_dict file as the weights"
-                ) from err
-        if family == "vgg" and any(k.startswith("classifier.") for k in state):
-            model.classifier.to_empty(device=torch.get_default_device())
-        _load_into(model, state, source, head_prefixes)
+        _load_weights(model, builder, family, weights)
 
-    fc_layers = None
-    if family == "resnet":
-        stem = nn.Sequential(model.conv1, model.bn1, model.relu)
-        stages: list[nn.Module] = [stem, nn.Sequential(model.maxpool, model.layer1), model.layer2, model.layer3,
-                                   model.layer4]
-        out_channels = tuple(_last_channels(s) for s in stages)
-        first: Callable[[], nn.Conv2d] = lambda: stem[0]  # noqa: E731
-
-        def set_first(conv: nn.Conv2d) -> None:
-            stem[0] = conv
-    elif family == "vgg":
-        stages = _vgg_stages(model)
-        out_channels = tuple(_last_channels(s) for s in stages)
-        classifier = model.classifier
-
-        def fc_layers() -> tuple[nn.Linear, ...]:
-            if classifier[0].weight.is_meta:
-                classifier.to_empty(device=torch.get_default_device())
-                _init_like_torchvision_vgg(classifier)
-            return (classifier[0], classifier[3])
-
-        def first() -> nn.Conv2d:
-            return stages[0][0]
-
-        def set_first(conv: nn.Conv2d) -> None:
-            stages[0][0] = conv
-    else:
-        cuts = _MOBILENET_CUTS[family]
-        feats = model.features
-        stages = [nn.Sequential(*feats[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
-        out_channels = tuple(_last_channels(s) for s in stages)
-
-        def first() -> nn.Conv2d:
-            return stages[0][0][0]
-
-        def set_first(conv: nn.Conv2d) -> None:
-            stages[0][0][0] = conv
-
+    stages = family.stages(model)
+    out_channels = tuple(_last_channels(s) for s in stages)
     if in_channels != 3:
-        set_first(_adapt_first_conv(first(), in_channels))
-
-    strides, dilations = [], []
-    stride, rate = 1, 1
-    for i, stage in enumerate(stages):
-        if family == "vgg":
-            # VGG's convolutions come before the stage's pool, so they run at the previous stage's rate;
-            # a removed pool raises the rate for whatever follows.
-            if rate > 1:
-                _dilate(stage, rate)
-            if stride * 2 > output_stride:
-                stage[-1] = nn.Identity()
-                rate *= 2
-            else:
-                stride *= 2
-        elif stride * 2 > output_stride:
-            rate *= 2
-            _dilate(stage, rate, None if dilate_strided_conv else rate // 2)
-        else:
-            stride *= 2
-        strides.append(stride)
-        dilations.append(rate)
-
-    return Backbone(name, stages, out_channels, tuple(strides), tuple(dilations), fc_layers)
-
-
-def _init_like_torchvision_vgg(module: nn.Module) -> None:
-    """torchvision's VGG initialisation: He normal (fan_out) convolutions, N(0, 0.01) linears, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-            m.reset_running_stats()
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+        _replace_first_conv(stages[0], in_channels)
+    strides, dilations = _set_output_stride(stages, output_stride, dilate_strided_conv, family.strides_in_pools)
+    fc_layers = family.fc_layers(model) if family.fc_layers is not None else None
+    return Backbone(name, stages, out_channels, strides, dilations, fc_layers)
 
 
 def _last_channels(module: nn.Module) -> int:
