@@ -20,7 +20,7 @@ U-Net's He-normal (our default), PyTorch's default (``decoder_init="pytorch"``, 
 (He-uniform convolutions, Xavier head, zero biases).
 
 Runs live in runs/equal_budget/<row>/ (seed 0) and runs/equal_budget/<row>_seed<N>/. Writes
-benchmarks/results/equal_budget.md and the README section between the equal_budget markers.
+benchmarks/results/equal_budget.md and the docs/benchmarks.md section between the equal_budget markers.
 """
 
 from __future__ import annotations

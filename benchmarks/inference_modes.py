@@ -1,7 +1,8 @@
 """What sliding-window inference and test-time augmentation change, on a real checkpoint and a real split.
 
 Evaluates one checkpoint on one split in several inference modes (whole image, flip, multi-scale + flip, sliding
-windows) and prints the mIoU, pixel accuracy and seconds of each, as a Markdown table written into README.md.
+windows) and prints the mIoU, pixel accuracy and seconds of each, as a Markdown table written into
+docs/benchmarks.md.
 Default: the models table's DeepLabv3+ (MobileNetV2, ImageNet encoder) on CamVid val, which must have been trained
 first (``python benchmarks/models_table.py --only deeplabv3plus_mnv2_imagenet``).
 
