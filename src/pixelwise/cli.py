@@ -152,7 +152,7 @@ def _export(args: argparse.Namespace) -> int:
     from pixelwise.data.io import read_image
     from pixelwise.engine.export import compare_logits, deploy_model, export_model, onnx_parity
 
-    out = export_model(args.checkpoint, args.out, args.format, tuple(args.size))
+    out = export_model(args.checkpoint, args.out, args.format, *([tuple(args.size)] if args.size else []))
     print(f"wrote {out} ({args.format}; input float32 (N, C, H, W) pixel values 0..255, output logits (N, K, H, W); "
           "dynamic batch, height and width)")
     if not args.check:
@@ -193,10 +193,13 @@ def _serve(args: argparse.Namespace) -> int:
                           "pip install 'pixelwise[serve]'") from e
     from pixelwise.serve import create_app
 
-    if not args.max_upload_mb > 0:
-        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    app = create_app(_predictor(args), max_upload_bytes=max(1, round(args.max_upload_mb * 1e6)),
-                     max_pixels=args.max_pixels, alpha=args.alpha)
+    options = {"max_pixels": args.max_pixels, "alpha": args.alpha}
+    if args.max_upload_mb is not None:
+        if not args.max_upload_mb > 0:
+            raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+        options["max_upload_bytes"] = max(1, round(args.max_upload_mb * 1e6))
+    # Options left out take create_app's defaults, the one place they are set.
+    app = create_app(_predictor(args), **{k: v for k, v in options.items() if v is not None})
     sock = None
     try:
         family, _, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,
@@ -418,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     x.add_argument("--out", required=True, help="the file to write (.onnx, .pt)")
-    x.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"), help="tracing example size")
+    x.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="tracing example size (default 256 256)")
     x.add_argument("--check", nargs="+", metavar="IMAGE", help="compare the exported file with PyTorch on these images")
     x.set_defaults(func=_export)
 
@@ -428,11 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "every interface, reachable from other machines)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one, printed)")
     sv.add_argument("--device", default="auto")
-    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload, in MB of 10^6 bytes "
-                    "(larger: 413)")
-    sv.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height (larger: "
-                    "413, before decoding); at most Pillow's decompression-bomb threshold")
-    sv.add_argument("--alpha", type=float, default=0.5, help="weight of the mask color in the overlay")
+    sv.add_argument("--max-upload-mb", type=float, help="largest upload, in MB of 10^6 bytes (larger: 413; default "
+                    "20)")
+    sv.add_argument("--max-pixels", type=int, help="largest image, width x height (larger: 413, before decoding); "
+                    "at most Pillow's decompression-bomb threshold (default 40 megapixels)")
+    sv.add_argument("--alpha", type=float, help="weight of the mask color in the overlay (default 0.5)")
     sv.add_argument("--quiet", action="store_true", help="no access log")
     _inference_options(sv)
     sv.set_defaults(func=_serve)

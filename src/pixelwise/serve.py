@@ -57,7 +57,7 @@ from pixelwise.data.io import read_image
 from pixelwise.engine.inference import InferenceOptions
 from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
-from pixelwise.viz import colorize, legend, overlay, save_class_png
+from pixelwise.viz import DEFAULT_ALPHA, colorize, legend, overlay, save_class_png
 
 __all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "Segmenter", "ServeState",
            "UploadError", "create_app", "decode_upload", "render_page"]
@@ -344,7 +344,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     test_time: InferenceOptions | None = None,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
 ) -> FastAPI:
     """The FastAPI application of ``pixelwise serve`` (see the module docstring); the model is loaded here, once.
 

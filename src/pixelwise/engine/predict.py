@@ -15,7 +15,7 @@ from pixelwise.data.io import IMAGE_EXTENSIONS
 from pixelwise.engine.inference import InferenceOptions
 from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError
-from pixelwise.viz import save_class_png
+from pixelwise.viz import DEFAULT_ALPHA, save_class_png
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -58,7 +58,7 @@ def predict_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
     device: str = "auto",
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     progress: bool = True,
     test_time: InferenceOptions | None = None,
     batch_size: int = 1,

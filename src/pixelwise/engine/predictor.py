@@ -28,6 +28,7 @@ from pixelwise.data.io import read_image
 from pixelwise.data.transforms import eval_transforms
 from pixelwise.engine.checkpoint import ModelCard, load_checkpoint
 from pixelwise.engine.inference import TTA_SCALES, InferenceOptions, class_scores, evaluate, resolve_device
+from pixelwise.viz import DEFAULT_ALPHA, colorize, overlay
 
 __all__ = ["Predictor", "SemanticResult", "inference_options"]
 
@@ -89,15 +90,11 @@ class SemanticResult:
 
     def color(self, i: int = 0) -> np.ndarray:
         """uint8 (H, W, 3): each pixel of image ``i`` in its class's color."""
-        from pixelwise.viz import colorize
-
         return colorize(self.mask(i), self.palette)
 
-    def overlay(self, image: torch.Tensor | np.ndarray, i: int = 0, alpha: float = 0.5) -> np.ndarray:
+    def overlay(self, image: torch.Tensor | np.ndarray, i: int = 0, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
         """uint8 (H, W, 3): the color mask of image ``i`` blended over ``image`` (uint8 (C, H, W) or (H, W, C)) with
         weight ``alpha`` in [0, 1]."""
-        from pixelwise.viz import overlay
-
         return overlay(image, self.mask(i), self.palette, alpha=alpha)
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pixelwise.viz.colorize import colorize, legend, overlay, save_class_png
+from pixelwise.viz.colorize import DEFAULT_ALPHA, colorize, legend, overlay, save_class_png
 
-__all__ = ["colorize", "legend", "overlay", "save_class_png"]
+__all__ = ["DEFAULT_ALPHA", "colorize", "legend", "overlay", "save_class_png"]

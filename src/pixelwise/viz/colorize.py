@@ -112,11 +112,15 @@ def _image_array(image: Any) -> np.ndarray:
     return arr
 
 
+#: Weight of the mask's color in an overlay, everywhere one is drawn (predict, serve, the Predictor's results).
+DEFAULT_ALPHA = 0.5
+
+
 def overlay(
     image: np.ndarray | torch.Tensor,
     mask: np.ndarray | torch.Tensor,
     palette: Sequence[Sequence[int]],
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     ignore_index: int | None = 255,
 ) -> np.ndarray:
     """Blend the color mask over the image: ``uint8 (H, W, 3)``.
