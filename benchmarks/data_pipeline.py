@@ -7,7 +7,7 @@ with U-Net training (the step-time breakdown that training logs).
    masks with Pillow against torchvision.io (pixelwise's reader takes torchvision.io for JPEGs and 8-bit
    grayscale/RGB PNGs, Pillow for the rest; tests/test_data.py checks both give the same pixels), and one whole
    training sample (decode, mask check, the train transform of configs/unet_camvid.yaml: random scale, crop
-   180x240, flip, colour jitter, normalisation) with either decoder.
+   180x240, flip, color jitter, normalisation) with either decoder.
 2. U-Net training as configs/unet_camvid.yaml sets it up (batch 8, crop 180x240, all of this machine's cores), for
    ``--steps`` steps with 0 and with 1 DataLoader worker: each step's seconds and the part spent waiting for the
    loader, read back from the run's log.jsonl (``step_s``, ``data_s``); the first step (worker start-up) is left

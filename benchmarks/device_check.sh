@@ -15,8 +15,9 @@
 #   2. train_throughput at bf16 (rounds of at least 1 s: a GPU step takes milliseconds);
 #   3. inference_throughput at fp32 and bf16, with the share of the device's nominal bf16 peak;
 #   4. train_throughput at fp32, last, as the one to lose if time runs out.
-# Everything lands in $OUT: the log, the benchmarks' results files and README.md with the new tables between their
-# markers. Copy the results files and README.md back into the checkout and commit them with the device's name.
+# Everything lands in $OUT: the log, the benchmarks' results files and docs/benchmarks.md with the new tables between
+# their markers. Copy the results files and docs/benchmarks.md back into the checkout and commit them with the
+# device's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/device_check}
@@ -44,5 +45,5 @@ step 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_m
 step 150 python3 benchmarks/train_throughput.py --device cuda --precision bf16 --repeats 5 --min-round-seconds 1
 step 150 python3 benchmarks/inference_throughput.py --device cuda --repeats 3 --min-round-seconds 0.3
 step 120 python3 benchmarks/train_throughput.py --device cuda --repeats 5 --min-round-seconds 1
-cp benchmarks/results/*_cuda*.md README.md "$out"/ 2>/dev/null
+cp benchmarks/results/*_cuda*.md docs/benchmarks.md "$out"/ 2>/dev/null
 ls -l "$out"

@@ -9,7 +9,7 @@ trained by the same pixelwise training loop on CamVid with the same data, augmen
 
 The peers are registered as pixelwise models inside this process only (``peer_smp_unet``,
 ``peer_torchvision_deeplabv3``), so both sides of a pair see the identical pipeline: the budget of
-benchmarks/models_table.py (CamVid train at 160x120, scale jitter 0.75-1.5, flips, colour jitter, batch 8, 300
+benchmarks/models_table.py (CamVid train at 160x120, scale jitter 0.75-1.5, flips, color jitter, batch 8, 300
 AdamW steps at lr 1e-3 under poly decay, seed 0, cross-entropy with void ignored), from a random initialisation on
 both sides (no ImageNet weights for ResNets exist on this machine). Scored on CamVid test (233 images, the 480x360
 labels). Ours is configured as the peer's architecture, as in benchmarks/train_throughput.py; parameter counts are

@@ -7,7 +7,7 @@
 Starts ``python -m pixelwise serve --port 0 --device cpu --quiet`` on 127.0.0.1 (unless ``--url`` names a running
 server), waits for it to print its address, sends 3 warm-up requests, then ``--requests`` POSTs of the same image
 from ``--concurrency`` client threads, each on its own keep-alive connection (``http.client``, standard library
-only). ``--endpoint json`` posts to ``/api/segment`` (the mask, colour mask and overlay as base64 PNGs in JSON),
+only). ``--endpoint json`` posts to ``/api/segment`` (the mask, color mask and overlay as base64 PNGs in JSON),
 ``png`` to ``/api/segment.png?kind=mask``. Latency is a request's wall time at the client, from sending to the
 last byte of the response; throughput is requests / wall time of the whole run. Every response must be 200 and carry
 the same class-id mask, else the script exits with status 1. ``--threads`` sets the server's OMP_NUM_THREADS.

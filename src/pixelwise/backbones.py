@@ -196,7 +196,7 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A copy of ``conv`` taking ``in_channels`` inputs.
 
     Pretrained RGB filters are reused: for one channel their sum over R, G, B (a grey image gives the response
-    the RGB filter gives to the same grey in colour); otherwise the RGB filters repeated over the new channels
+    the RGB filter gives to the same grey in color); otherwise the RGB filters repeated over the new channels
     and scaled by 3 / in_channels so the activation scale stays that of ImageNet training.
     """
     new = nn.Conv2d(
