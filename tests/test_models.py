@@ -20,7 +20,7 @@ from pixelwise.models.registry import _accepted_options, _get_entry
 
 from _model_options import LIGHT
 
-MODELS = list_models()
+MODELS = list_models(task="semantic")
 NUM_CLASSES = 5
 
 

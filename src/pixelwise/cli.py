@@ -236,7 +236,8 @@ def _models(args: argparse.Namespace) -> int:
     for name in list_models(args.filter):
         info = get_model_info(name)
         cost = model_complexity(name, num_classes=args.num_classes, size=(height, width))
-        print(f"| {name} | {info['paper']} | {cost['params'] / 1e6:.1f}M | {cost['flops'] / 1e9:.1f} |")
+        flops = f"{cost['flops'] / 1e9:.1f}" if cost["flops"] is not None else "n/a (instance model)"
+        print(f"| {name} | {info['paper']} | {cost['params'] / 1e6:.1f}M | {flops} |")
     print(f"\nGFLOPs: one forward pass of a 3x{height}x{width} image, 2 FLOPs per multiply-add of convolutions and "
           "matrix products (torch.utils.flop_counter); default options of each model.")
     return 0

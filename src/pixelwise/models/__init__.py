@@ -26,6 +26,7 @@ from pixelwise.models import encoder_unet as encoder_unet  # noqa: F401
 from pixelwise.models import fcn as fcn  # noqa: F401
 from pixelwise.models import fcn_head as fcn_head  # noqa: F401
 from pixelwise.models import lraspp as lraspp  # noqa: F401
+from pixelwise.models import maskrcnn as maskrcnn  # noqa: F401
 from pixelwise.models import patch_classifier as patch_classifier  # noqa: F401
 from pixelwise.models import segnet as segnet  # noqa: F401
 from pixelwise.models import unet as unet  # noqa: F401

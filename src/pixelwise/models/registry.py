@@ -51,17 +51,24 @@ ModelFactory = Callable[..., nn.Module]
 _COMMON_ARGS = ("num_classes", "in_channels")
 
 
+#: What a registered model predicts. "semantic": ``model(images) -> logits (N, K, H, W)``; "instance": torchvision's
+#: detection contract (a list of (C, H, W) images in [0, 1] -> a list of dicts of boxes, labels, scores, masks).
+TASKS = ("semantic", "instance")
+
+
 @dataclass(frozen=True)
 class _Entry:
     factory: ModelFactory
     paper: str
     description: str
+    task: str
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_model(name: str, *, paper: str, description: str = "") -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, *, paper: str, description: str = "", task: str = "semantic"
+                   ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator that registers a model under ``name``: an ``nn.Module`` class, a :func:`functools.partial` of one,
     or a factory function, called as ``f(num_classes, in_channels=3, **options) -> nn.Module``.
 
@@ -69,14 +76,18 @@ def register_model(name: str, *, paper: str, description: str = "") -> Callable[
         name: the name users write in configs, e.g. ``"unet"``.
         paper: citation of the paper that introduced the model.
         description: one line on what the model is; if empty, the first line of the class's or factory's docstring.
+        task: what the model predicts, one of :data:`TASKS`.
 
     Returns:
         The decorator; it returns the class or factory unchanged, so it can still be used directly.
 
     Raises:
-        ValueError: if ``name`` is already registered, or the callable does not take ``num_classes`` and
-            ``in_channels`` as its first two parameters. These are programming errors, not config errors.
+        ValueError: if ``name`` is already registered, ``task`` is unknown, or the callable does not take
+            ``num_classes`` and ``in_channels`` as its first two parameters. These are programming errors, not config
+            errors.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
@@ -87,7 +98,7 @@ def register_model(name: str, *, paper: str, description: str = "") -> Callable[
                 f"factory {_qualname_of(factory)} for {name!r} must take (num_classes, in_channels, ...), got {params}"
             )
         summary = description or (inspect.getdoc(_unwrap(factory)) or "").split("\n", 1)[0]
-        _REGISTRY[name] = _Entry(factory=factory, paper=paper, description=summary)
+        _REGISTRY[name] = _Entry(factory=factory, paper=paper, description=summary, task=task)
         return factory
 
     return decorator
@@ -181,22 +192,23 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any
         raise ConfigError(f"cannot build model {name!r}: {err}") from err
 
 
-def list_models(filter: str = "") -> list[str]:
-    """Sorted names of the registered models, optionally only those matching an fnmatch pattern like ``"unet*"``."""
-    names = sorted(_REGISTRY)
+def list_models(filter: str = "", task: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally only those matching an fnmatch pattern like ``"unet*"``
+    and only those of one ``task`` (see :data:`TASKS`)."""
+    names = sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
     if filter:
         names = [n for n in names if fnmatch.fnmatchcase(n, filter)]
     return names
 
 
 def get_model_info(name: str) -> dict[str, str]:
-    """``{"name", "paper", "description"}`` of a registered model.
+    """``{"name", "paper", "description", "task"}`` of a registered model.
 
     Raises:
         ConfigError: if ``name`` is not registered.
     """
     entry = _get_entry(name)
-    return {"name": name, "paper": entry.paper, "description": entry.description}
+    return {"name": name, "paper": entry.paper, "description": entry.description, "task": entry.task}
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
@@ -215,14 +227,17 @@ def model_complexity(
     interpolation) is not counted. Eval mode, batch size 1.
 
     Returns:
-        ``{"params": int, "flops": int}``; ``params`` counts trainable parameters only (FCN's fixed bilinear
-        upsampling is not a parameter in any useful sense).
+        ``{"params": int, "flops": int | None}``; ``params`` counts trainable parameters only (FCN's fixed bilinear
+        upsampling is not a parameter in any useful sense). ``flops`` is None for an instance model, whose cost
+        depends on how many regions it keeps.
 
     Raises:
         ConfigError: as :func:`build_model`.
     """
     with torch.device("meta"):
         model = build_model(name, num_classes, in_channels, **kwargs)
+    if _get_entry(name).task != "semantic":
+        return {"params": count_parameters(model, trainable_only=True), "flops": None}
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
