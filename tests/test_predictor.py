@@ -73,7 +73,7 @@ def test_card_round_trips_and_refuses_what_it_cannot_run():
         _card(classes=CLASSES[:4])
     with pytest.raises(CheckpointError, match="mean and std need 1 values"):
         _card(in_channels=1)
-    with pytest.raises(CheckpointError, match="unknown task 'depth'"):
+    with pytest.raises(CheckpointError, match="unknown task 'depth'"):  # a later issue's
         _card(task="depth")
     with pytest.raises(CheckpointError, match="trained for 5 classes .* but val has 2"):
         card.check_dataset(["a", "b"], 3, "val", "x.pt")
@@ -87,7 +87,7 @@ def test_a_format1_checkpoint_still_loads_predicts_and_resumes(tmp_path):
     _format1_file(path, model)
     ckpt = load_checkpoint(path)
     assert ckpt.card == _card(format_version=1)  # crop_size recovered from the old file's config
-    assert (ckpt.epoch, ckpt.step, ckpt.best_miou, ckpt.epoch_loss) == (1, 3, 0.25, (0.0, 0))
+    assert (ckpt.epoch, ckpt.step, ckpt.best_score, ckpt.epoch_loss) == (1, 3, 0.25, (0.0, 0))
     image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8)
     predictor = Predictor.from_checkpoint(path, "cpu")
     assert torch.equal(predictor(image).class_ids[0], _by_hand(model, image, 0.5))

@@ -30,7 +30,6 @@ def _train(args: argparse.Namespace) -> int:
     from pixelwise.engine import distributed
     from pixelwise.engine.config import TrainConfig, apply_overrides, load_yaml
     from pixelwise.engine.train import Trainer, TrainingInterrupted
-    from pixelwise.metrics import format_table
 
     values = load_yaml(args.config) if args.config else {}
     cli = {
@@ -77,9 +76,20 @@ def _train(args: argparse.Namespace) -> int:
         print("nothing to do: the run in", args.out, "is already complete")
         return 0
     print(f"\nvalidation ({cfg.val_split}) after {trainer.step} steps:")
-    print(format_table(metrics, trainer.classes))
-    print(f"best val mIoU {100 * trainer.best_miou:.2f}; checkpoints in {args.out}/best.pt and last.pt")
+    print(_metrics_table(trainer.task, metrics, trainer.classes))
+    print(f"best val {trainer.score_name} {100 * trainer.best_score:.2f}; checkpoints in {args.out}/best.pt and "
+          "last.pt")
     return 0
+
+
+def _metrics_table(task: str, metrics: dict, classes: list[str]) -> str:
+    if task == "instance":
+        from pixelwise.instance_metrics import format_instance_table
+
+        return format_instance_table(metrics)
+    from pixelwise.metrics import format_table
+
+    return format_table(metrics, classes)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -91,7 +101,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     predictor = _predictor(args)
     card = predictor.card
-    ds = build_dataset(args.data, args.split, transforms=predictor.transform, require_masks=True)
+    if card.task == "instance":
+        return _eval_instances(args, predictor)
+    ds = build_dataset(args.data, args.split, transforms=predictor.transform, require_masks=True,
+                       **_data_options(args))
     card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
     test_time = predictor.options
     if args.report:
@@ -121,6 +134,35 @@ def _eval(args: argparse.Namespace) -> int:
     if args.report:
         print(f"wrote the report {page} ({SINGLE} {100 * data.metrics[SINGLE]['mIoU']:.2f} % mIoU, {TTA} "
               f"{100 * data.metrics[TTA]['mIoU']:.2f} %: {data.options[TTA].describe()})")
+    return 0
+
+
+def _eval_instances(args: argparse.Namespace, predictor) -> int:
+    """``eval`` of an instance model: COCO box and mask AP by pycocotools' COCOeval."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pixelwise.data import build_dataset
+    from pixelwise.data.instances import instance_collate, instance_eval_transforms
+    from pixelwise.errors import ConfigError
+    from pixelwise.metrics import json_safe
+
+    if args.report:
+        raise ConfigError("--report draws semantic metrics; for an instance model use --json (COCO AP per class)")
+    ds = build_dataset(args.data, args.split, transforms=instance_eval_transforms(), require_masks=True,
+                       **_data_options(args))
+    predictor.card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
+    loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, collate_fn=instance_collate)
+    with torch.inference_mode():
+        metrics = predictor.evaluate(loader, progress=not args.quiet, dataset=ds)
+    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; COCO AP, pycocotools):")
+    print(_metrics_table("instance", metrics, list(ds.classes)))
+    if args.json:
+        out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
+               "split": args.split}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(json_safe(out), indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -397,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="dataset folder, or 'synthetic'")
     e.add_argument("--split", default="val", help="split name, optionally sliced: 'train[25:]'")
     e.add_argument("--json", help="write the metrics dict and class names here")
+    e.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="dataset reader options, as in training's "
+                   "data_kwargs, e.g. instances=connected_components")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")

@@ -379,6 +379,9 @@ def create_app(
         predictor.options = test_time or predictor.options
     name = Path(predictor.source).name if predictor.source else "(in memory)"
     card = predictor.card
+    if card.task != "semantic":
+        raise ConfigError(f"{predictor.source or 'the model'} is an instance model ({card.model}); pixelwise serve "
+                          "shows semantic masks only so far: use pixelwise predict for instances")
     class_info = [ClassInfo(id=k, name=n, color=c) for k, (n, c) in enumerate(legend(card.classes, card.palette))]
     info = InfoResponse(
         model=card.model, checkpoint=name, num_classes=len(class_info), in_channels=card.in_channels,

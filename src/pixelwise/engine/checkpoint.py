@@ -5,7 +5,7 @@ This module is the only one that reads a checkpoint's keys. A file holds a plain
 
     {"version": 2, "card": ModelCard.to_dict(), "model_state": {...}, "config": {...},
      "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "world_size",
-     "epoch", "step", "metrics", "best_miou", "elapsed_s", "epoch_loss"}
+     "epoch", "step", "metrics", "best_score", "elapsed_s", "epoch_loss"}
 
 Only tensors, numbers, strings, lists and dicts are stored, so ``torch.load(weights_only=True)`` reads every one:
 a checkpoint cannot execute code when it is opened. Files of format 1 (the card's fields at the top level, written
@@ -30,7 +30,9 @@ from pixelwise.errors import CheckpointError
 #: The file layout written today; 1 is the flat layout before the ModelCard, still read.
 CHECKPOINT_VERSION = 2
 #: The tasks a card may name. Each has its own model outputs and :class:`pixelwise.Predictor` result type.
-TASKS = ("semantic",)
+TASKS = ("semantic", "instance")
+#: The validation score that picks ``best.pt``, per task (a fraction, higher is better).
+SCORES = {"semantic": "mIoU", "instance": "segm_AP"}
 
 
 @dataclass
@@ -42,8 +44,10 @@ class ModelCard:
         num_classes: K, the number of output channels of the logits.
         classes: K class names, in id order.
         palette: K RGB colors, ``[r, g, b]`` in 0..255, in id order.
-        mean, std: per-channel normalisation of images scaled to [0, 1] (C values each).
-        task: what the model predicts: ``"semantic"`` (one class per pixel).
+        mean, std: per-channel normalisation of images scaled to [0, 1] (C values each); an instance model
+            normalises inside itself, and the card records its values.
+        task: what the model predicts: ``"semantic"`` (one class per pixel) or ``"instance"`` (one mask per object;
+            ``classes`` then excludes the background, and labels run 1..num_classes).
         model_kwargs: the architecture's options (``build_model(model, num_classes, in_channels, **model_kwargs)``).
         in_channels: C, image channels the model takes: 3 (RGB) or 1 (grayscale).
         input_scale: images are resized by this factor before the model sees them; predictions come back at the
@@ -51,6 +55,8 @@ class ModelCard:
         ignore_index: the label value that marks void pixels in the training masks.
         crop_size: the training crop (H, W) in pixels the model saw, after ``input_scale``; sliding-window
             inference uses it as its window when none is given. None when unknown.
+        category_ids: instance task: the dataset's category id of each label 1..K (COCO's are not contiguous),
+            which COCO-format predictions use; None: 1..K.
         format_version: :data:`CHECKPOINT_VERSION` of the file the card was read from or is written to.
     """
 
@@ -66,6 +72,7 @@ class ModelCard:
     input_scale: float = 1.0
     ignore_index: int = 255
     crop_size: tuple[int, int] | None = None
+    category_ids: list[int] | None = None
     format_version: int = CHECKPOINT_VERSION
 
     def __post_init__(self) -> None:
@@ -84,6 +91,11 @@ class ModelCard:
         self.model_kwargs = dict(self.model_kwargs)
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+        if self.category_ids is not None:
+            self.category_ids = [int(v) for v in self.category_ids]
+            if len(self.category_ids) != self.num_classes:
+                raise CheckpointError(f"model card: {self.num_classes} classes but {len(self.category_ids)} "
+                                      "category ids")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (``weights_only``-safe)."""
@@ -137,7 +149,8 @@ class Checkpoint:
         config: the resolved training config (:meth:`pixelwise.TrainConfig.to_dict`), or None.
         epoch, step: epochs and optimizer steps completed.
         metrics: the last validation's metrics, or None.
-        best_miou: best validation mIoU so far (-1 before the first validation).
+        best_score: best validation score so far (:data:`SCORES`: mIoU, or mask AP for instances; -1 before the
+            first validation).
         elapsed_s: seconds of training done so far, over every resumed process.
         epoch_loss: (sum, steps) of the train losses of an epoch under way when the file was written.
         world_size: processes of the run that wrote it.
@@ -150,7 +163,7 @@ class Checkpoint:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, Any] | None = None
-    best_miou: float = -1.0
+    best_score: float = -1.0
     elapsed_s: float = 0.0
     epoch_loss: tuple[float, int] = (0.0, 0)
     world_size: int = 1
@@ -229,6 +242,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         card_values["crop_size"] = (raw.get("config") or {}).get("crop_size")
     card_values["format_version"] = version
     card = ModelCard.from_dict(card_values, path)
+    if "best_miou" in raw:  # format 1's name, when mIoU was the only score
+        raw["best_score"] = raw.pop("best_miou")
     names = {f.name for f in dataclasses.fields(Checkpoint)}
     extra = {k: v for k, v in raw.items() if k in names}
     if "epoch_loss" in extra:

@@ -45,6 +45,12 @@ def deploy_model(checkpoint: str | Path) -> tuple[DeployModel, ModelCard]:
     """The :class:`DeployModel` of a checkpoint (on the CPU, eval mode) and the checkpoint's :class:`ModelCard`."""
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
     card = predictor.card
+    if card.task != "semantic":
+        raise ConfigError(
+            f"{checkpoint} holds an instance model ({card.model}): export writes a semantic model's logits graph. "
+            "Mask R-CNN's test-time path (proposal NMS, per-RoI mask pasting) exports to ONNX only at a fixed image "
+            "size through torchvision's own route, which pixelwise does not wrap yet; use pixelwise predict"
+        )
     return DeployModel(predictor.model, card.mean, card.std, card.input_scale).eval(), card
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -74,7 +75,13 @@ def predict_files(
     whole-image or sliding-window inference and test-time augmentation; consecutive images of the same size are
     run ``batch_size`` at a time.
 
-    Returns the class-id PNG paths. Raises ConfigError / DatasetError / CheckpointError naming the bad input.
+    For an instance model (card task ``"instance"``) it writes instead ``<stem>_instances.png`` (uint16 PNG: 0
+    background, j for the j-th instance by descending score), ``<stem>.json`` (the instances: class, score, box,
+    area, RLE mask), ``<stem>_overlay.png`` (one color per instance, its box and "class score") and, for the whole
+    run, ``predictions.json`` in COCO results format (image ids 1..N in input order).
+
+    Returns the class-id (or instance-id) PNG paths. Raises ConfigError / DatasetError / CheckpointError naming the
+    bad input.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -86,6 +93,8 @@ def predict_files(
         predictor.options = test_time or predictor.options
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if predictor.task == "instance":
+        return _predict_instances(predictor, files, out, alpha, progress)
     written = []
     bar = tqdm(total=len(files), desc="predict", unit="image", disable=not progress)
     batch: list[tuple[Path, torch.Tensor]] = []
@@ -110,4 +119,22 @@ def predict_files(
     if batch:
         flush()
     bar.close()
+    return written
+
+
+def _predict_instances(predictor: Predictor, files: list[Path], out: Path, alpha: float, progress: bool) -> list[Path]:
+    """The instance branch of :func:`predict_files`, one image at a time (images of any sizes)."""
+    written, coco = [], []
+    for image_id, f in enumerate(tqdm(files, desc="predict", unit="image", disable=not progress), start=1):
+        image = predictor.read(f)
+        result = predictor(image)
+        path = out / f"{f.stem}_instances.png"
+        Image.fromarray(result.instance_ids(0)).save(path)
+        (out / f"{f.stem}.json").write_text(json.dumps({"image": str(f), "width": int(image.shape[-1]),
+                                                        "height": int(image.shape[-2]),
+                                                        "instances": result.objects(0)}, indent=1))
+        Image.fromarray(result.overlay(image, 0, alpha=alpha)).save(out / f"{f.stem}_overlay.png")
+        coco += result.coco_results(0, image_id)
+        written.append(path)
+    (out / "predictions.json").write_text(json.dumps(coco))
     return written

@@ -23,10 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from torchvision.transforms import v2
 
 from pixelwise.data.io import read_image
 from pixelwise.data.transforms import eval_transforms
 from pixelwise.engine.checkpoint import ModelCard, load_checkpoint
+from pixelwise.engine.instance import InstanceResult, evaluate_instances
+from pixelwise.errors import ConfigError
 from pixelwise.engine.inference import TTA_SCALES, InferenceOptions, class_scores, evaluate, resolve_device
 from pixelwise.viz import DEFAULT_ALPHA, colorize, overlay
 
@@ -113,12 +116,17 @@ class Predictor:
 
     def __init__(self, model: nn.Module, card: ModelCard, device: str | torch.device = "auto",
                  options: InferenceOptions | None = None, source: str | Path | None = None) -> None:
+        if card.task == "instance" and options is not None and options != InferenceOptions():
+            raise ConfigError(f"{card.model} is an instance model: it runs on the whole image (no sliding windows or "
+                              "test-time augmentation; it resizes images itself, model_kwargs.min_size)")
         self.card = card
         self.source = str(source) if source is not None else None
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.options = options or InferenceOptions()
-        self.transform = eval_transforms(card.mean, card.std)
+        # An instance model normalises inside itself: it takes images in [0, 1].
+        self.transform = (eval_transforms(card.mean, card.std) if card.task == "semantic"
+                          else v2.ToDtype(torch.float32, scale=True))
 
     @classmethod
     def from_checkpoint(
@@ -180,20 +188,32 @@ class Predictor:
         return class_scores(self.model, x, self.card.input_scale, out_size, options or self.options, probs=probs)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor], probs: bool = False) -> SemanticResult:
-        """Segment uint8 images (C, H, W), (N, C, H, W) or a list of same-size (C, H, W).
+    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor],
+                 probs: bool = False) -> SemanticResult | InstanceResult:
+        """Segment uint8 images (C, H, W), (N, C, H, W) or a list of same-size (C, H, W) (an instance model also
+        takes a list of images of different sizes).
 
         Returns:
-            :class:`SemanticResult` at the images' size; ``probs=True`` asks for probabilities in ``scores``.
+            semantic: :class:`SemanticResult` at the images' size; ``probs=True`` asks for probabilities in
+            ``scores``. instance: :class:`~pixelwise.engine.instance.InstanceResult`.
         """
+        if self.card.task == "instance":
+            if isinstance(images, torch.Tensor) and images.dim() == 3:
+                images = [images]
+            outputs = self.model([self.transform(image).to(self.device) for image in images])
+            return InstanceResult.from_outputs(outputs, self.classes, self.card.category_ids)
         scores = self.scores(self.preprocess(images), probs=probs)
         are_probs = probs or self.options.augmented
         return SemanticResult(scores, are_probs, self.classes, self.palette)
 
     def evaluate(self, loader, progress: bool = False, amp_dtype: torch.dtype | None = None,
-                 channels_last: bool = False) -> dict[str, Any]:
+                 channels_last: bool = False, dataset=None) -> dict[str, Any]:
         """:func:`pixelwise.engine.inference.evaluate` with the card's classes, ignore_index and input_scale and
-        the predictor's options; ``loader`` yields (normalised images, masks) (see :attr:`transform`)."""
+        the predictor's options; ``loader`` yields (normalised images, masks) (see :attr:`transform`). For an
+        instance model, :func:`~pixelwise.engine.instance.evaluate_instances` against ``dataset``'s COCO ground
+        truth."""
+        if self.card.task == "instance":
+            return evaluate_instances(self.model, loader, dataset, self.device, progress, amp_dtype)
         return evaluate(self.model, loader, self.card.num_classes, self.card.ignore_index, self.card.input_scale,
                         self.device, progress=progress, amp_dtype=amp_dtype, channels_last=channels_last,
                         test_time=self.options)

@@ -39,6 +39,7 @@ from pixelwise.data import (
     train_transforms,
 )
 from pixelwise.engine.checkpoint import (
+    SCORES,
     Checkpoint,
     ModelCard,
     check_classes,
@@ -52,7 +53,7 @@ from pixelwise.engine.config import TrainConfig
 from pixelwise.engine.inference import evaluate, resolve_device
 from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.losses import build_loss, median_frequency_weights
-from pixelwise.models import build_model
+from pixelwise.models import build_model, get_model_info
 
 LOG_NAME = "log.jsonl"
 
@@ -76,12 +77,50 @@ def poly_lr_lambda(
     return factor
 
 
-def _loader(dataset, batch_size, sampler, cfg: TrainConfig, device: torch.device, shuffle: bool) -> DataLoader:
+def _collate(task: str, ignore_index: int) -> Callable:
+    """Semantic batches are padded tensors; instance batches lists of images and target dicts of any sizes."""
+    if task == "instance":
+        from pixelwise.data.instances import instance_collate
+
+        return instance_collate
+    return partial(pad_collate, ignore_index=ignore_index)
+
+
+def _check_instance_options(cfg: TrainConfig) -> None:
+    """Options of semantic training that an instance model has no use for: refused, never silently dropped."""
+    default = TrainConfig()
+    unused = [name for name in ("input_scale", "loss", "loss_kwargs", "class_weights", "mean", "std",
+                                "channels_last", "color_jitter") if getattr(cfg, name) != getattr(default, name)]
+    if unused:
+        raise ConfigError(
+            f"{cfg.model} is an instance model: {', '.join(unused)} apply to semantic models only (Mask R-CNN "
+            "resizes images itself: model_kwargs.min_size / max_size; normalises them: model_kwargs.image_mean / "
+            "image_std; and has its own losses)"
+        )
+
+
+def _check_data_task(dataset, task: str, cfg: TrainConfig) -> None:
+    """The data must hold what the model learns: instances for an instance model, class masks for a semantic
+    one."""
+    has_instances = getattr(dataset, "task", "semantic") == "instance"
+    if task == "instance" and not has_instances:
+        raise ConfigError(
+            f"{cfg.model} learns instances but {cfg.data} holds class masks: use a COCO-layout folder "
+            "(images/<split>/, instances_<split>.json) or derive instances from the masks with "
+            "--set data_kwargs.instances=connected_components"
+        )
+    if task == "semantic" and has_instances:
+        raise ConfigError(f"{cfg.model} is a semantic model but {cfg.data} holds instances: train an instance model "
+                          "(--model maskrcnn) on it")
+
+
+def _loader(dataset, batch_size, sampler, cfg: TrainConfig, device: torch.device, collate: Callable,
+            shuffle: bool) -> DataLoader:
     """Workers keep running between epochs (``persistent_workers``) and, for CUDA, hand over page-locked batches
     (``pin_memory``) so the host-to-device copy overlaps compute."""
     kwargs: dict[str, Any] = dict(
         num_workers=cfg.num_workers,
-        collate_fn=partial(pad_collate, ignore_index=cfg.ignore_index),
+        collate_fn=collate,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
         worker_init_fn=_worker_ignores_stop_signals if cfg.num_workers > 0 else None,
@@ -144,11 +183,19 @@ class Trainer:
         self.amp_dtype = _AMP_DTYPES[cfg.precision]
         torch.manual_seed(cfg.seed)
 
+        # The task comes from the model: "semantic" (logits per pixel) or "instance" (Mask R-CNN's detections).
+        self.task = get_model_info(cfg.model)["task"]
+        self.score_name = SCORES[self.task]
+        if self.task == "instance":
+            _check_instance_options(cfg)
         raw_train = build_dataset(
             cfg.data, cfg.train_split, require_masks=True, seed=cfg.seed, ignore_index=cfg.ignore_index,
             **cfg.data_kwargs,
         )
+        _check_data_task(raw_train, self.task, cfg)
         self.classes = list(raw_train.classes)
+        ids = getattr(raw_train, "category_ids", None)
+        self.category_ids = [int(v) for v in ids] if self.task == "instance" and ids is not None else None
         self.palette = [list(c) for c in raw_train.palette]
         self.num_classes = len(self.classes)
         self.in_channels = raw_train.in_channels
@@ -158,16 +205,23 @@ class Trainer:
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ConfigError(f"mean/std need {self.in_channels} values for this {self.in_channels}-channel data")
 
-        # The cheap up-front scan: every mask's size and values, before any time is spent training.
-        stats = class_statistics(raw_train)
-        self.class_weights = self._class_weights(stats)
-
         crop = (cfg.crop_size[0], cfg.crop_size[1])
         lo, hi = cfg.scale_range
-        tf = train_transforms(
-            crop, (lo * cfg.input_scale, hi * cfg.input_scale), self.mean, self.std, cfg.ignore_index,
-            cfg.hflip, cfg.color_jitter,
-        )
+        if self.task == "instance":
+            from pixelwise.data.instances import instance_eval_transforms, instance_train_transforms
+
+            self.class_weights = None
+            tf = instance_train_transforms(crop, (lo, hi), cfg.hflip)
+            val_tf = instance_eval_transforms()
+        else:
+            # The cheap up-front scan: every mask's size and values, before any time is spent training.
+            stats = class_statistics(raw_train)
+            self.class_weights = self._class_weights(stats)
+            tf = train_transforms(
+                crop, (lo * cfg.input_scale, hi * cfg.input_scale), self.mean, self.std, cfg.ignore_index,
+                cfg.hflip, cfg.color_jitter,
+            )
+            val_tf = eval_transforms(self.mean, self.std)
         self.train_set = SeededTransformDataset(raw_train, tf)
         self.global_batch = cfg.batch_size * cfg.grad_accum_steps * self.world.size
         if len(self.train_set) < self.global_batch:
@@ -180,15 +234,17 @@ class Trainer:
         self.sampler = EpochSampler(
             len(self.train_set), seed=cfg.seed, num_replicas=self.world.size, rank=self.world.rank
         )
-        self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, self.device, shuffle=True)
+        self.collate = _collate(self.task, cfg.ignore_index)
+        self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, self.device, self.collate,
+                                    shuffle=True)
         self.val_set = build_dataset(
-            cfg.data, cfg.val_split, transforms=eval_transforms(self.mean, self.std), require_masks=True,
-            seed=cfg.seed, ignore_index=cfg.ignore_index, **cfg.data_kwargs,
+            cfg.data, cfg.val_split, transforms=val_tf, require_masks=True, seed=cfg.seed,
+            ignore_index=cfg.ignore_index, **cfg.data_kwargs,
         )
         check_classes(self.classes, self.val_set.classes, f"{cfg.data} ({cfg.val_split})", "train split")
         self.val_loader = _loader(
             self.val_set, cfg.eval_batch_size, distributed.ShardSampler(len(self.val_set), self.world), cfg,
-            self.device, shuffle=False,
+            self.device, self.collate, shuffle=False,
         )
 
         # An epoch is as many whole optimizer steps as the shuffled images fill; the few left over sit out that
@@ -201,6 +257,9 @@ class Trainer:
                               f"{self.total_steps} steps")
 
         self.model = build_model(cfg.model, self.num_classes, self.in_channels, **cfg.model_kwargs).to(self.device)
+        if self.task == "instance":  # the detector normalises inside itself; the card records its values
+            self.mean = [float(v) for v in self.model.transform.image_mean]
+            self.std = [float(v) for v in self.model.transform.image_std]
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.sync_bn and self.world.distributed:
@@ -215,11 +274,14 @@ class Trainer:
             self.train_model = self.ddp
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        try:
-            self.criterion = build_loss(cfg.loss, cfg.ignore_index, self.class_weights, **cfg.loss_kwargs)
-        except ValueError as err:
-            raise ConfigError(f"loss {cfg.loss!r} with loss_kwargs {cfg.loss_kwargs}: {err}") from None
-        self.criterion = self.criterion.to(self.device)
+        if self.task == "instance":
+            self.criterion = None  # Mask R-CNN returns its own losses (RPN, box, class, mask)
+        else:
+            try:
+                self.criterion = build_loss(cfg.loss, cfg.ignore_index, self.class_weights, **cfg.loss_kwargs)
+            except ValueError as err:
+                raise ConfigError(f"loss {cfg.loss!r} with loss_kwargs {cfg.loss_kwargs}: {err}") from None
+            self.criterion = self.criterion.to(self.device)
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
                 self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -232,7 +294,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps completed
-        self.best_miou = -1.0
+        self.best_score = -1.0  # of self.score_name
         self.elapsed_before = 0.0  # seconds of training done before this process (by the runs it resumes)
         self._start = time.time()
         self.last_metrics: dict[str, Any] | None = None
@@ -266,9 +328,9 @@ class Trainer:
         """The :class:`ModelCard` of this run's model: what ``predict``, ``serve`` and ``export`` need."""
         return ModelCard(
             model=self.cfg.model, num_classes=self.num_classes, classes=self.classes, palette=self.palette,
-            mean=self.mean, std=self.std, task="semantic", model_kwargs=dict(self.cfg.model_kwargs),
+            mean=self.mean, std=self.std, task=self.task, model_kwargs=dict(self.cfg.model_kwargs),
             in_channels=self.in_channels, input_scale=self.cfg.input_scale, ignore_index=self.cfg.ignore_index,
-            crop_size=self.cfg.crop_size,
+            crop_size=self.cfg.crop_size, category_ids=self.category_ids,
         )
 
     def state(self, metrics: dict[str, Any] | None, epoch_loss: tuple[float, int] = (0.0, 0)) -> Checkpoint:
@@ -281,7 +343,7 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
             metrics=metrics,
-            best_miou=self.best_miou,
+            best_score=self.best_score,
             elapsed_s=self.elapsed(),
             epoch_loss=tuple(epoch_loss),
             world_size=self.world.size,
@@ -317,7 +379,7 @@ class Trainer:
         if ckpt.scaler_state:
             self.scaler.load_state_dict(ckpt.scaler_state)
         set_rng_state(ckpt.rng_state)
-        self.epoch, self.step, self.best_miou = ckpt.epoch, ckpt.step, ckpt.best_miou
+        self.epoch, self.step, self.best_score = ckpt.epoch, ckpt.step, ckpt.best_score
         self.last_metrics = ckpt.metrics
         self.elapsed_before = float(ckpt.elapsed_s)
         self._epoch_loss = tuple(ckpt.epoch_loss)
@@ -357,6 +419,8 @@ class Trainer:
         without class weights). Returns the step's loss (the same on every rank).
         """
         cfg = self.cfg
+        if self.task == "instance":
+            return self._forward_backward_instances(micro_batches)
         counts = [int((masks != cfg.ignore_index).sum()) for _, masks in micro_batches]
         total = distributed.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64), self.world)
         total = max(float(total), 1.0)
@@ -377,6 +441,38 @@ class Trainer:
                 self.scaler.scale(loss * (share * self.world.size)).backward()
             loss_acc += loss.detach().double() * share
         return float(distributed.all_reduce_sum(loss_acc, self.world))
+
+    def _forward_backward_instances(self, micro_batches: list) -> float:
+        """Mask R-CNN's step: the sum of its five losses (RPN objectness and box, classifier, box regression,
+        mask), each micro-batch weighted by its share of the images. Returns the step's loss (mean over ranks)."""
+        total = sum(len(images) for images, _ in micro_batches)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=self.device)
+        for k, (images, targets) in enumerate(micro_batches):
+            images = [image.to(self.device, non_blocking=True) for image in images]
+            targets = [{key: value.to(self.device, non_blocking=True) if torch.is_tensor(value) else value
+                        for key, value in target.items()} for target in targets]
+            share = len(images) / total
+            last = k == len(micro_batches) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    losses = self.train_model(images, targets)
+                loss = sum(value.float() for value in losses.values())
+                self.scaler.scale(loss * share).backward()
+            loss_acc += loss.detach().double() * share
+        return float(distributed.all_reduce_sum(loss_acc, self.world)) / self.world.size
+
+    def validate(self) -> dict[str, Any]:
+        """The validation split's metrics: :meth:`SegmentationMetrics.compute` (semantic) or
+        :meth:`pixelwise.instance_metrics.InstanceMetrics.compute` (instance, COCO AP)."""
+        if self.task == "instance":
+            from pixelwise.engine.instance import evaluate_instances
+
+            return evaluate_instances(self.model, self.val_loader, self.val_set, self.device,
+                                      amp_dtype=self.amp_dtype)
+        return evaluate(
+            self.model, self.val_loader, self.num_classes, self.cfg.ignore_index, self.cfg.input_scale, self.device,
+            amp_dtype=self.amp_dtype, channels_last=self.cfg.channels_last,
+        )
 
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any] | None:
         """Train until ``total_steps``; validate every ``val_every`` epochs and at the end. ``stop_after_epoch``
@@ -482,22 +578,21 @@ class Trainer:
             self.epoch += 1
             metrics = None
             if self.epoch % cfg.val_every == 0 or self.step >= self.total_steps:
-                metrics = evaluate(
-                    self.model, self.val_loader, self.num_classes, cfg.ignore_index, cfg.input_scale, self.device,
-                    amp_dtype=self.amp_dtype, channels_last=cfg.channels_last,
-                )
+                metrics = self.validate()
                 self.last_metrics = metrics
+                per_class = {"IoU": metrics["IoU"]} if self.task == "semantic" else {}
                 self._log(
                     {"type": "val", "epoch": self.epoch, "step": self.step, "train_loss": loss_sum / max(seen, 1),
-                     "elapsed_s": round(self.elapsed(), 2), **_scalars(metrics), "IoU": metrics["IoU"]}
+                     "elapsed_s": round(self.elapsed(), 2), **_scalars(metrics), **per_class}
                 )
                 if self.progress:
+                    second = "pixel_accuracy" if self.task == "semantic" else "bbox_AP"
                     tqdm.write(
-                        f"epoch {self.epoch}: train loss {loss_sum / max(seen, 1):.4f}  val mIoU "
-                        f"{100 * metrics['mIoU']:.2f}  pixel acc {100 * metrics['pixel_accuracy']:.2f}"
+                        f"epoch {self.epoch}: train loss {loss_sum / max(seen, 1):.4f}  val {self.score_name} "
+                        f"{100 * metrics[self.score_name]:.2f}  {second} {100 * metrics[second]:.2f}"
                     )
-                if metrics["mIoU"] > self.best_miou:
-                    self.best_miou = metrics["mIoU"]
+                if metrics[self.score_name] > self.best_score:
+                    self.best_score = metrics[self.score_name]
                     if self.world.is_main:
                         save_checkpoint(self.state(metrics), self.out_dir / "best.pt")
             if self.world.is_main:
