@@ -94,26 +94,19 @@ class InstanceResult:
         """The instances of image ``i`` as JSON-ready dicts: ``id`` (its value in :meth:`instance_ids`), ``label``,
         ``class``, ``score``, ``box`` [x1, y1, x2, y2] pixels, ``area`` (mask pixels), ``rle`` (COCO compressed
         RLE of the mask, as pycocotools encodes it)."""
-        from pixelwise.instance_metrics import encode_mask
-
         det = self.detections[i]
-        out = []
-        for j in range(len(det["scores"])):
-            label = int(det["labels"][j])
-            out.append({"id": j + 1, "label": label, "class": self.classes[label - 1],
-                        "score": round(float(det["scores"][j]), 5),
-                        "box": [round(float(v), 2) for v in det["boxes"][j]], "area": int(det["masks"][j].sum()),
-                        "rle": encode_mask(det["masks"][j])})
-        return out
+        coco = self.coco_results(i, 0)
+        return [{"id": j + 1, "label": int(det["labels"][j]), "class": self.classes[int(det["labels"][j]) - 1],
+                 "score": round(float(det["scores"][j]), 5), "box": [round(float(v), 2) for v in det["boxes"][j]],
+                 "area": int(det["masks"][j].sum()), "rle": coco[j]["segmentation"]} for j in range(len(coco))]
 
     def coco_results(self, i: int, image_id: int) -> list[dict[str, Any]]:
         """Image ``i``'s instances in COCO results format (``image_id``, ``category_id``, ``bbox`` [x, y, w, h],
-        ``score``, ``segmentation`` RLE)."""
+        ``score``, ``segmentation`` RLE): :func:`pixelwise.instance_metrics.to_coco_results`."""
+        from pixelwise.instance_metrics import to_coco_results
+
         ids = self.category_ids or list(range(1, len(self.classes) + 1))
-        return [{"image_id": int(image_id), "category_id": int(ids[o["label"] - 1]),
-                 "bbox": [o["box"][0], o["box"][1], round(o["box"][2] - o["box"][0], 2),
-                          round(o["box"][3] - o["box"][1], 2)],
-                 "score": o["score"], "segmentation": o["rle"]} for o in self.objects(i)]
+        return to_coco_results(self.detections[i], image_id, ids)
 
     def overlay(self, image: torch.Tensor | np.ndarray, i: int = 0, alpha: float = 0.5) -> np.ndarray:
         """uint8 (H, W, 3): image ``i``'s instances over ``image`` (uint8 (C, H, W) or (H, W, C)), one color per
