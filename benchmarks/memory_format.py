@@ -2,7 +2,7 @@
 
     python benchmarks/memory_format.py [--size 160] [--batch 4] [--repeats 3] [--threads 1] [--models NAME ...]
 
-For each model of ``pixelwise models``, built with its default options for 11 classes, two copies with the same
+For each semantic model of ``pixelwise models``, built with its default options for 11 classes, two copies with the same
 weights take training steps in turn (forward + cross-entropy + backward + SGD step, as benchmarks/train_throughput.py
 times them): one with the model and batch in the default NCHW layout, one in ``torch.channels_last``, which is what
 ``channels_last=true`` in a training config does. The table gives both images/s and the speed ratio NHWC / NCHW
@@ -37,12 +37,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--models", nargs="+", choices=list_models(), metavar="NAME", default=None,
+    ap.add_argument("--models", nargs="+", choices=list_models(task="semantic"), metavar="NAME", default=None,
                     help="a subset of the registered models (printed only, not published)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.models or list_models():
+    for name in args.models or list_models(task="semantic"):
         model = build_model(name, NUM_CLASSES, 3)
         flops = gflops(model, args.size)
         steps = {
