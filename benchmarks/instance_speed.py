@@ -1,0 +1,143 @@
+"""Mask R-CNN's cost on this CPU: pixelwise's against torchvision's, interleaved in one process, and where the time
+goes.
+
+    python benchmarks/instance_speed.py [--size 512] [--repeats 5] [--threads 2]
+
+Rows (random weights, two 3x``size``x``size`` images of 8 random boxes with masks, SGD; torchvision's Mask R-CNN
+defaults but ``min_size``/``max_size`` = ``size``):
+
+- ``ResNet-50 FPN``: pixelwise's ``maskrcnn`` (backbone resnet50) against torchvision's ``maskrcnn_resnet50_fpn``
+  with the same settings: the same layers, so this checks that the FPN over pixelwise's backbone costs nothing;
+- ``MobileNetV2 FPN`` and ``ResNet-18 FPN``: pixelwise's smaller bodies (torchvision has no Mask R-CNN on them),
+  against the same torchvision ResNet-50 for scale.
+
+For each: seconds per training step (forward with targets, backward, SGD step) and seconds per image at test time
+(eval mode, batch 1); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
+measured here: the four models share one process.
+
+Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs section between the markers
+``instance_speed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _publish import publish  # noqa: E402
+from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
+
+from pixelwise.models import build_model  # noqa: E402
+
+NUM_CLASSES = 3  # object classes; the heads have one more, the background
+
+
+def _data(size: int, seed: int = 0) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(2):
+        images.append(torch.rand(3, size, size, generator=g))
+        xy = torch.randint(0, size - 64, (8, 2), generator=g).float()
+        wh = torch.randint(16, 64, (8, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + wh], 1)
+        masks = torch.zeros(8, size, size, dtype=torch.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[k, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "labels": torch.randint(1, NUM_CLASSES + 1, (8,), generator=g),
+                        "masks": masks})
+    return images, targets
+
+
+class TrainStep:
+    def __init__(self, model: torch.nn.Module, images, targets) -> None:
+        self.model, self.images, self.targets = model.train(), images, targets
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def __call__(self) -> None:
+        losses = self.model(self.images, self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.optimizer.step()
+
+
+class Infer:
+    def __init__(self, model: torch.nn.Module, image: torch.Tensor) -> None:
+        self.model, self.image = model, image
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        self.model.eval()
+        self.model([self.image])
+
+
+def _models(size: int) -> dict[str, torch.nn.Module]:
+    common = {"min_size": size, "max_size": size, "detections_per_image": 100}
+    torch.manual_seed(0)
+    return {
+        "torchvision ResNet-50 FPN": maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                           num_classes=NUM_CLASSES + 1, min_size=size, max_size=size),
+        "ResNet-50 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common),
+        "ResNet-18 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="resnet18", **common),
+        "MobileNetV2 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="mobilenet_v2", **common),
+    }
+
+
+def _profile(model: torch.nn.Module, images, targets, top: int = 12) -> list[str]:
+    step = TrainStep(model, images, targets)
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = ["| operator | calls | self CPU s | share |", "|---|---:|---:|---:|"]
+    for e in events[:top]:
+        rows.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e6:.3f} | "
+                    f"{100 * e.self_cpu_time_total / total:.1f} % |")
+    rows.append(f"| all operators | | {total / 1e6:.3f} | 100 % |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    images, targets = _data(args.size)
+    models = _models(args.size)
+    train = interleaved_rounds({n: TrainStep(m, images, targets) for n, m in models.items()}, args.repeats)
+    infer = interleaved_rounds({n: Infer(m, images[0]) for n, m in models.items()}, args.repeats)
+    peer = "torchvision ResNet-50 FPN"
+    lines = [f"| Mask R-CNN ({args.size}x{args.size}) | params M | train s / step (2 images) | speed vs "
+             f"{peer} | inference s / image | speed vs {peer} |", "|---|---:|---:|---:|---:|---:|"]
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        ratio_t, lo_t, hi_t = ratio_spread(train[name], train[peer])
+        ratio_i, lo_i, hi_i = ratio_spread(infer[name], infer[peer])
+        lines.append(f"| {name} | {params:.1f} | {statistics.median(train[name]):.2f} | {ratio_t:.2f} "
+                     f"({lo_t:.2f}-{hi_t:.2f}) | {statistics.median(infer[name]):.2f} | {ratio_i:.2f} "
+                     f"({lo_i:.2f}-{hi_i:.2f}) |")
+        print(lines[-1], flush=True)
+    heap, suffix, env = allocator()
+    flags = "".join(f" --{k} {v}" for k, v in (("size", args.size), ("repeats", args.repeats),
+                                               ("threads", args.threads)))
+    text = "\n".join(lines) + (
+        f"\n\nCommand: `{env}python benchmarks/instance_speed.py{flags}`; random weights and images, two images of "
+        f"8 boxes with masks per training step, SGD; speed ratio = torchvision's seconds / ours, median of "
+        f"{args.repeats} interleaved rounds (lowest-highest); {machine()}, {heap}.\n\n"
+        f"Where one training step of pixelwise's ResNet-50 FPN goes (torch.profiler, self CPU time):\n\n"
+        + "\n".join(_profile(models["ResNet-50 FPN"], images, targets)) + "\n"
+    )
+    print(text)
+    publish(f"instance_speed{threads_suffix()}{suffix}", text, marker="instance_speed")
+
+
+if __name__ == "__main__":
+    main()
