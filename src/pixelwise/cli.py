@@ -310,6 +310,10 @@ def _data_options(args: argparse.Namespace) -> dict:
 
 
 def _dataset_splits(root: Path, fmt: str) -> list[str]:
+    if fmt == "coco":
+        from pixelwise.data.instances import coco_splits
+
+        return coco_splits(root)
     if fmt != "folder":
         return ["train", "val"]
     images = root / "images"
@@ -358,7 +362,7 @@ def _datasets(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Scan every split (or --split) and print the reports; exit status 1 when any problem was found."""
     from pixelwise.data import build_dataset, parse_data_spec
-    from pixelwise.data.check import scan
+    from pixelwise.data.check import scan, scan_coco
     from pixelwise.errors import DatasetError
 
     if not args.path:
@@ -369,6 +373,11 @@ def _check(args: argparse.Namespace) -> int:
         raise DatasetError(f"{root} has no images/<split>/ folders to check")
     problems = 0
     for split in splits:
+        if fmt == "coco":  # the annotation files themselves, before a loader reads them
+            report = scan_coco(root, split, progress=not args.quiet)
+            problems += len(report.problems)
+            print(report.format() + "\n")
+            continue
         ds = build_dataset(args.path, split, strict=False, **_data_options(args))
         if not ds.has_masks:
             print(f"{root}, split {split!r}: {len(ds)} images, no masks (nothing to check)\n")

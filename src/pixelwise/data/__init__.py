@@ -5,6 +5,12 @@ a folder in the layout of :mod:`pixelwise.data.folder` (CamVid and ISBI 2012 und
 PASCAL VOC 2012 (+ SBD's ``train_aug``), Cityscapes or ADE20K in their official layouts. The format is detected
 from the files, or named with a prefix: ``"voc:/data/VOCdevkit"``, ``"cityscapes:..."``, ``"ade20k:..."``,
 ``"folder:..."``. Every dataset carries ``classes``, ``palette``, ``ignore_index``, ``in_channels`` and ``ids``.
+
+Instance segmentation (:mod:`pixelwise.data.instances`, the sample contract of Mask R-CNN): a folder in the COCO
+layout (``instances_<split>.json`` beside ``images/<split>/``, or the prefix ``"coco:"``) opens as
+:class:`CocoInstances`; ``"synthetic_instances"`` is the built-in instance set; any semantic dataset gives instances
+by connected components with the option ``instances="connected_components"`` (plus ``connectivity``, ``min_area``,
+``classes``, ``background``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,16 @@ from pixelwise.data.ade20k import ADE20K, find_ade20k
 from pixelwise.data.base import SegmentationDataset
 from pixelwise.data.cityscapes import Cityscapes
 from pixelwise.data.folder import SegmentationFolder, parse_split
+from pixelwise.data.instances import (
+    CocoInstances,
+    ConnectedComponentInstances,
+    SyntheticInstances,
+    find_coco,
+    instance_collate,
+    instance_eval_transforms,
+    instance_train_transforms,
+    write_synthetic_instances,
+)
 from pixelwise.data.io import read_image, read_mask
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
@@ -36,11 +52,17 @@ from pixelwise.errors import DatasetError
 BUILTIN_DATASETS = {
     "synthetic": "shapes (disk, square, triangle, ring) on textured backgrounds, generated from a seed; "
     "200 train / 40 val / 40 test at 128x128",
+    "synthetic_instances": "instance segmentation: disks, squares and triangles that touch and occlude one another, "
+    "generated from a seed; 200 train / 40 val / 40 test at 128x128",
 }
 
 
 #: The on-disk formats ``build_dataset`` reads, by the prefix that names them in a data spec.
-FORMATS = {"folder": SegmentationFolder, "voc": VOCSegmentation, "cityscapes": Cityscapes, "ade20k": ADE20K}
+FORMATS = {"folder": SegmentationFolder, "voc": VOCSegmentation, "cityscapes": Cityscapes, "ade20k": ADE20K,
+           "coco": CocoInstances}
+
+#: The options of ``build_dataset(..., instances="connected_components")``, with their defaults.
+INSTANCE_OPTIONS = {"connectivity": 4, "min_area": 1, "classes": None, "background": 0}
 
 #: Data options under an old name: ``{old: new}``. ``build_dataset`` still takes the old name (a ``data_kwargs``
 #: key of a config written before the rename), with a FutureWarning.
@@ -68,12 +90,15 @@ def _renamed_options(options: dict) -> dict:
 
 def detect_format(root: str | Path) -> str:
     """The format of the dataset in ``root``: ``"cityscapes"`` (leftImg8bit/ and gtFine/), ``"voc"`` (a VOC2012
-    folder with JPEGImages/), ``"ade20k"`` (images/training/ or annotations/, no classes.txt), else ``"folder"``."""
+    folder with JPEGImages/), ``"coco"`` (an instances_<split>.json beside images/<split>/, no classes.txt),
+    ``"ade20k"`` (images/training/ or annotations/, no classes.txt), else ``"folder"``."""
     root = Path(root)
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         return "cityscapes"
     if find_voc2012(root) is not None:
         return "voc"
+    if not (root / "classes.txt").is_file() and find_coco(root):
+        return "coco"
     if not (root / "classes.txt").is_file() and find_ade20k(root) is not None:
         return "ade20k"
     return "folder"
@@ -102,10 +127,39 @@ def build_dataset(
     ``sbd_root`` for VOC; ``reduce_zero_label`` for ADE20K); in a training config they are ``data_kwargs``. The old
     names of :data:`DEPRECATED_OPTIONS` (``colour_map``) still work, with a FutureWarning.
 
+    Instance datasets (:mod:`pixelwise.data.instances`; items ``(image, target)``): ``"synthetic_instances"``
+    (options ``num_images``, ``image_size``), a COCO-layout folder (options ``in_channels``, ``keep_crowd``,
+    ``strict``; ``ignore_index`` and ``require_masks`` do not apply), and ``instances="connected_components"`` on any
+    semantic dataset, with ``connectivity`` (4 or 8), ``min_area``, ``classes`` and ``background``
+    (:class:`ConnectedComponentInstances`; ``transforms`` then apply to ``(image, target)``).
+
     Raises:
         DatasetError: an option the format does not take, and see each format's class.
     """
     options = _renamed_options(options)
+    instances = options.pop("instances", None)
+    if instances is not None:
+        if instances != "connected_components":
+            raise DatasetError(f"data option instances={instances!r}: the one way to derive instances from "
+                               "semantic masks is instances=connected_components")
+        if str(spec) == "synthetic_instances" or (str(spec) != "synthetic" and parse_data_spec(spec)[0] == "coco"):
+            raise DatasetError(f"{spec} holds instances already: drop the option instances=connected_components")
+        cc = {k: options.pop(k) for k in INSTANCE_OPTIONS if k in options}
+        semantic = build_dataset(spec, split, None, True, seed, ignore_index, **options)
+        return ConnectedComponentInstances(semantic, transforms=transforms, **cc)
+    given = sorted(set(options) & set(INSTANCE_OPTIONS) - {"classes"})
+    if given:
+        raise DatasetError(f"data option(s) {', '.join(given)} apply to instances derived from semantic masks: add "
+                           "instances=connected_components (training: `--set data_kwargs.instances=connected_components`)")
+    if str(spec) == "synthetic_instances":
+        name, part = parse_split(split)
+        unknown = sorted(set(options) - {"num_images", "image_size"})
+        if unknown:
+            raise DatasetError(f"data option(s) {', '.join(unknown)} do not apply to synthetic_instances; it takes: "
+                               "image_size, num_images")
+        if part != slice(None):
+            raise DatasetError("the synthetic instances' splits cannot be sliced; use train, val or test")
+        return SyntheticInstances(name, seed=seed, transforms=transforms, **options)
     if str(spec) == "synthetic":
         name, part = parse_split(split)
         if options:
@@ -117,6 +171,12 @@ def build_dataset(
             raise DatasetError("the synthetic dataset's splits cannot be sliced; use train, val or test")
         return _WithTransforms(ds, transforms) if transforms is not None else ds
     fmt, root = parse_data_spec(spec)
+    if fmt == "coco":
+        unknown = sorted(set(options) - {"in_channels", "keep_crowd", "strict"})
+        if unknown:
+            raise DatasetError(f"data option(s) {', '.join(unknown)} do not apply to {root} (format 'coco'); it "
+                               "takes: in_channels, keep_crowd, strict")
+        return CocoInstances(root, split, transforms=transforms, **options)
     cls = FORMATS[fmt]
     accepted = set(inspect.signature(cls).parameters) - {"root", "split", "transforms", "ignore_index",
                                                          "require_masks"}
@@ -171,6 +231,14 @@ __all__ = [
     "BUILTIN_DATASETS",
     "FORMATS",
     "Cityscapes",
+    "CocoInstances",
+    "ConnectedComponentInstances",
+    "INSTANCE_OPTIONS",
+    "SyntheticInstances",
+    "instance_collate",
+    "instance_eval_transforms",
+    "instance_train_transforms",
+    "write_synthetic_instances",
     "SegmentationDataset",
     "VOCSegmentation",
     "detect_format",
