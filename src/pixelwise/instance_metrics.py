@@ -63,7 +63,8 @@ def _pycocotools() -> tuple[Any, Any, Any]:
         from pycocotools.cocoeval import COCOeval
     except ImportError as e:
         raise ConfigError(
-            f"COCO box and mask AP need pycocotools ({e}): pip install 'pixelwise[instance]' (or pip install pycocotools)"
+            f"COCO box and mask AP need pycocotools ({e}): pip install 'pixelwise[instance]' "
+            f"(or pip install pycocotools)"
         ) from e
     return mask_utils, COCO, COCOeval
 
@@ -134,7 +135,9 @@ def to_coco_results(
         if masks.dim() == 4 and masks.shape[1] == 1:
             masks = masks[:, 0]
         if masks.dim() != 3 or masks.shape[0] != n:
-            raise ValueError(f"expected masks (R, 1, H, W) or (R, H, W) with R = {n}, got {tuple(output['masks'].shape)}")
+            raise ValueError(
+                f"expected masks (R, 1, H, W) or (R, H, W) with R = {n}, got {tuple(output['masks'].shape)}"
+            )
         if n:
             mask_utils = _pycocotools()[0]
             binary = (masks > mask_threshold).permute(1, 2, 0).numpy().astype(np.uint8)  # (H, W, R)
