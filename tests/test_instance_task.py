@@ -95,3 +95,29 @@ def test_predict_export_and_serve_of_an_instance_checkpoint(tmp_path, capsys):
     assert {c["image_id"] for c in coco} <= {1, 2} and {c["category_id"] for c in coco} <= {3, 7}
     assert main(["export", "--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "instance model" in capsys.readouterr().err
+
+    # serve: the same instances as predict, the same 16-bit id PNG, and a page that lists the objects
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from pixelwise.serve import create_app
+
+    with TestClient(create_app(tmp_path / "m.pt", device="cpu")) as client:
+        assert client.get("/api/info").json()["task"] == "instance"
+        page = client.get("/").text
+        assert 'const TASK = "instance"' in page and "POST api/instances" in page
+        data = (images / "0.png").read_bytes()
+        r = client.post("/api/instances", files={"file": ("0.png", data, "image/png")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        listed = json.loads((tmp_path / "out" / "0.json").read_text())["instances"]
+        assert [(o["id"], o["class_name"], o["score"], o["area"]) for o in body["instances"]] == [
+            (o["id"], o["class"], o["score"], o["area"]) for o in listed]
+        assert base64.b64decode(body["instances_png"]) == (tmp_path / "out" / "0_instances.png").read_bytes()
+        overlay = np.array(Image.open(io.BytesIO(base64.b64decode(body["overlay_png"]))))
+        assert np.array_equal(overlay, np.array(Image.open(tmp_path / "out" / "0_overlay.png")))
+        r = client.post("/api/segment", files={"file": ("0.png", data, "image/png")})
+        assert r.status_code == 409 and "POST to /api/instances" in r.json()["detail"]

@@ -151,7 +151,7 @@ def test_info_health_page_and_openapi(client, checkpoint):
     assert 'id="file"' in page.text and 'id="overlay"' in page.text and 'id="legend"' in page.text
     assert "<script src" not in page.text and "https://" not in page.text  # self-contained: no network needed
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/health", "/api/info", "/api/segment", "/api/segment.png"}
+    assert set(spec["paths"]) == {"/health", "/api/info", "/api/segment", "/api/segment.png", "/api/instances"}
     segment = spec["paths"]["/api/segment"]["post"]
     assert segment["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("SegmentResponse")
     assert {"400", "413", "415", "422"} <= set(segment["responses"])

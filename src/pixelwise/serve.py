@@ -10,7 +10,11 @@ Endpoints (documented in ``/openapi.json``; ``/docs`` is FastAPI's Swagger page,
   (size, per-class pixel counts and shares, the class-id mask, color mask and overlay as base64 PNGs).
 - ``POST /api/segment.png?kind=mask|color|overlay``: the same upload -> one ``image/png``; ``mask`` is a palette
   PNG whose pixel values are the class ids.
-- ``GET /api/info``: the model, its classes and palette, ``input_scale``, the inference mode and the upload limits.
+- ``POST /api/instances`` (an instance model, e.g. ``maskrcnn``): the same upload -> JSON
+  :class:`InstancesResponse` (each instance's class, score, box and area, the 16-bit instance-id PNG and the overlay
+  as base64); the page then lists the objects. The semantic endpoints answer 409 on an instance server and back.
+- ``GET /api/info``: the model and its task, its classes and palette, ``input_scale``, the inference mode and the
+  upload limits.
 - ``GET /health``: ``{"status": "ok"}``.
 
 An upload is read exactly as ``pixelwise predict`` reads a file (:func:`pixelwise.data.io.read_image`: EXIF
@@ -55,6 +59,7 @@ from pydantic import BaseModel, Field
 
 from pixelwise.data.io import read_image
 from pixelwise.engine.inference import InferenceOptions
+from pixelwise.engine.instance import InstanceResult
 from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
 from pixelwise.viz import DEFAULT_ALPHA, colorize, legend, overlay, save_class_png
@@ -108,6 +113,25 @@ class SegmentResponse(BaseModel):
     inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
 
 
+class InstanceObject(BaseModel):
+    id: int = Field(description="the instance's value in the instance-id PNG (1 = highest score)")
+    label: int = Field(description="class label, 1..num_classes (0 is the background)")
+    class_name: str = Field(description="the class's name")
+    score: float = Field(description="the detector's class score, in [0, 1]")
+    box: list[float] = Field(description="[x1, y1, x2, y2] in pixels")
+    area: int = Field(description="pixels of the instance's mask")
+
+
+class InstancesResponse(BaseModel):
+    filename: str | None = Field(description="the uploaded file's name, as the client sent it")
+    width: int = Field(description="image width in pixels, after the EXIF orientation")
+    height: int = Field(description="image height in pixels, after the EXIF orientation")
+    instances: list[InstanceObject] = Field(description="the detected instances, by descending score")
+    instances_png: str = Field(description="base64 16-bit PNG (H, W): 0 background, j the j-th instance")
+    overlay_png: str = Field(description="base64 RGB PNG: each instance's mask, box and label over the image")
+    inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
+
+
 class LimitsInfo(BaseModel):
     max_upload_bytes: int
     max_pixels: int
@@ -116,6 +140,7 @@ class LimitsInfo(BaseModel):
 
 class InfoResponse(BaseModel):
     model: str = Field(description="the architecture's name (see `pixelwise models`)")
+    task: str = Field(description="semantic (POST /api/segment) or instance (POST /api/instances)")
     checkpoint: str = Field(description="the checkpoint's file name")
     num_classes: int
     in_channels: int = Field(description="1: uploads are read as grayscale; 3: as RGB")
@@ -141,6 +166,7 @@ _ERRORS = {
     413: {"model": ErrorResponse, "description": "upload over the size limit, or image over the pixel limit"},
     415: {"model": ErrorResponse, "description": f"not an image in a format this server reads ({_FORMAT_NAMES})"},
     422: {"model": ErrorResponse, "description": "no `file` field, or a bad query parameter"},
+    409: {"model": ErrorResponse, "description": "the endpoint of the other task (semantic / instance)"},
 }
 
 
@@ -220,20 +246,22 @@ class Segmenter:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def _run(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
+    def _run(self, image: torch.Tensor) -> tuple[np.ndarray | InstanceResult, float]:
         start = time.perf_counter()
         with torch.inference_mode():
-            pred = self.predictor(image).mask(0)
+            result = self.predictor(image)
+            pred = result.mask(0) if self.predictor.task == "semantic" else result
         return pred, 1000 * (time.perf_counter() - start)
 
-    def __call__(self, image: torch.Tensor) -> tuple[np.ndarray, float]:
+    def __call__(self, image: torch.Tensor) -> tuple[np.ndarray | InstanceResult, float]:
         """Segment one image.
 
         Args:
             image: uint8 (C, H, W), C = the card's ``in_channels`` (as :func:`read_image` returns it).
 
         Returns:
-            ``(pred, milliseconds)``: uint8 (H, W) class ids and the inference time.
+            ``(pred, milliseconds)``: uint8 (H, W) class ids (an instance model: its
+            :class:`~pixelwise.engine.instance.InstanceResult`) and the inference time.
 
         Raises:
             UploadError: 503 when the device runs out of memory, 422 when the model cannot take the image.
@@ -379,12 +407,9 @@ def create_app(
         predictor.options = test_time or predictor.options
     name = Path(predictor.source).name if predictor.source else "(in memory)"
     card = predictor.card
-    if card.task != "semantic":
-        raise ConfigError(f"{predictor.source or 'the model'} is an instance model ({card.model}); pixelwise serve "
-                          "shows semantic masks only so far: use pixelwise predict for instances")
     class_info = [ClassInfo(id=k, name=n, color=c) for k, (n, c) in enumerate(legend(card.classes, card.palette))]
     info = InfoResponse(
-        model=card.model, checkpoint=name, num_classes=len(class_info), in_channels=card.in_channels,
+        model=card.model, task=card.task, checkpoint=name, num_classes=len(class_info), in_channels=card.in_channels,
         input_scale=card.input_scale, inference=predictor.options.describe(), device=str(predictor.device),
         classes=class_info, palette=card.palette, alpha=alpha,
         limits=LimitsInfo(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, formats=list(ACCEPTED_FORMATS)),
@@ -429,15 +454,28 @@ async def validation_error(_request: Request, error: RequestValidationError) -> 
     return JSONResponse({"detail": text}, status_code=422)
 
 
-def segment_upload(serve: ServeState, upload: UploadFile, kinds: tuple[str, ...]) -> tuple[dict, dict[str, bytes]]:
-    """Decode ``upload``, segment it and encode the PNGs named in ``kinds`` (``mask``, ``color``, ``overlay``).
-
-    Returns ``(meta, pngs)``: the JSON fields other than the PNGs, and the PNG bytes by kind."""
-    limit, palette = serve.max_upload_bytes, serve.segmenter.predictor.palette
+def _read_upload(serve: ServeState, upload: UploadFile) -> bytes:
+    limit = serve.max_upload_bytes
     data = upload.file.read(limit + 1)
     if len(data) > limit:
         raise UploadError(413, f"the upload {upload.filename!r} is over {limit:,} bytes, this "
                                "server's limit (pixelwise serve --max-upload-mb)")
+    return data
+
+
+def _require_task(serve: ServeState, task: str) -> None:
+    if serve.info.task != task:
+        other = "/api/instances" if serve.info.task == "instance" else "/api/segment or /api/segment.png"
+        raise UploadError(409, f"this server runs a {serve.info.task} model ({serve.info.model}): POST to {other}")
+
+
+def segment_upload(serve: ServeState, upload: UploadFile, kinds: tuple[str, ...]) -> tuple[dict, dict[str, bytes]]:
+    """Decode ``upload``, segment it and encode the PNGs named in ``kinds`` (``mask``, ``color``, ``overlay``).
+
+    Returns ``(meta, pngs)``: the JSON fields other than the PNGs, and the PNG bytes by kind."""
+    _require_task(serve, "semantic")
+    palette = serve.segmenter.predictor.palette
+    data = _read_upload(serve, upload)
     with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
         image = decode_upload(data, upload.filename, serve.info.in_channels, serve.max_pixels, Path(tmp))
         pred, ms = serve.segmenter(image)
@@ -455,6 +493,25 @@ def segment_upload(serve: ServeState, upload: UploadFile, kinds: tuple[str, ...]
     meta = {"filename": upload.filename, "width": int(pred.shape[1]), "height": int(pred.shape[0]),
             "classes": classes, "inference_ms": round(ms, 3)}
     return meta, pngs
+
+
+def instances_upload(serve: ServeState, upload: UploadFile) -> dict:
+    """Decode ``upload``, find its instances and encode the instance-id PNG (16-bit, the bytes of
+    ``pixelwise predict``'s ``<stem>_instances.png``) and the overlay: the fields of :class:`InstancesResponse`."""
+    _require_task(serve, "instance")
+    data = _read_upload(serve, upload)
+    with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
+        image = decode_upload(data, upload.filename, serve.info.in_channels, serve.max_pixels, Path(tmp))
+        result, ms = serve.segmenter(image)
+        ids_path = Path(tmp) / "instances.png"
+        Image.fromarray(result.instance_ids(0)).save(ids_path)
+        ids_png = ids_path.read_bytes()
+    objects = [InstanceObject(id=o["id"], label=o["label"], class_name=o["class"], score=o["score"], box=o["box"],
+                              area=o["area"]) for o in result.objects(0)]
+    return {"filename": upload.filename, "width": int(image.shape[-1]), "height": int(image.shape[-2]),
+            "instances": objects, "instances_png": base64.b64encode(ids_png).decode("ascii"),
+            "overlay_png": base64.b64encode(_png(result.overlay(image, 0, alpha=serve.alpha))).decode("ascii"),
+            "inference_ms": round(ms, 3)}
 
 
 router = APIRouter()
@@ -482,6 +539,13 @@ def api_segment(request: Request,
     meta, pngs = segment_upload(request.app.state.serve, file, ("mask", "color", "overlay"))
     encoded = {f"{k}_png": base64.b64encode(v).decode("ascii") for k, v in pngs.items()}
     return SegmentResponse(**meta, **encoded)
+
+
+@router.post("/api/instances", response_model=InstancesResponse, responses=_ERRORS,
+             summary="instance model: the instances of an image (class, score, box, area), their id PNG and overlay")
+def api_instances(request: Request,
+                  file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})")) -> InstancesResponse:
+    return InstancesResponse(**instances_upload(request.app.state.serve, file))
 
 
 @router.post("/api/segment.png", response_class=Response, summary="segment an image: one PNG",
@@ -515,6 +579,9 @@ def render_page(info: InfoResponse) -> str:
         "__MAX_BYTES__": str(info.limits.max_upload_bytes),
         "__MAX_MB__": f"{info.limits.max_upload_bytes / 1e6:g}",
         "__MAX_MP__": f"{info.limits.max_pixels / 1e6:g}",
+        "__TASK__": info.task,
+        "__API__": ("POST api/segment (JSON) &middot; POST api/segment.png?kind=mask|color|overlay"
+                    if info.task == "semantic" else "POST api/instances (JSON)"),
     }
     text = resources.files("pixelwise").joinpath("static/serve.html").read_text(encoding="utf-8")
     for key, value in values.items():
