@@ -49,6 +49,7 @@ import colorsys
 import json
 import math
 import operator
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -120,11 +121,11 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _pixel_counts(masks: torch.Tensor) -> torch.Tensor:
-    """float32 (R,): the nonzero pixels of each (R, H, W) mask (numpy's sum: 10x torch's on one core)."""
+    """float32 (R,): the nonzero pixels of each (R, H, W) mask (numpy's count: 10x torch's on one core)."""
     if len(masks) == 0:
         return torch.zeros(0, dtype=torch.float32)
-    flat = (masks != 0 if masks.dtype not in (torch.bool, torch.uint8) else masks).reshape(len(masks), -1)
-    return torch.from_numpy(flat.cpu().numpy().sum(axis=1, dtype=np.int64).astype(np.float32))
+    flat = masks.reshape(len(masks), -1).cpu().numpy()
+    return torch.from_numpy(np.count_nonzero(flat, axis=1).astype(np.float32))
 
 
 def empty_target(height: int, width: int, image_id: int = 0) -> dict:
@@ -362,7 +363,9 @@ class CocoInstances(_InstanceDataset):
             return image, empty_target(h, w, im["id"])
         mask_utils = coco_mask()
         rles = [self.annotation_rle(a, h, w) for a in anns]
-        masks = mask_utils.decode(rles)  # (H, W, R) uint8, Fortran order
+        with warnings.catch_warnings():  # pycocotools 2.0.x under numpy 2: a DeprecationWarning of its own
+            warnings.simplefilter("ignore", DeprecationWarning)
+            masks = mask_utils.decode(rles)  # (H, W, R) uint8, Fortran order
         masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
         labels = [self._label_of[a["category_id"]] for a in anns]
         iscrowd = [int(bool(a.get("iscrowd", 0))) for a in anns]
@@ -609,9 +612,10 @@ class SyntheticInstances(_InstanceDataset):
         return (f"SyntheticInstances(split={self.split!r}, num_images={self.num_images}, "
                 f"image_size={self.image_size}, seed={self.seed})")
 
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(image uint8 (H, W, 3), masks uint8 (R, H, W), labels int64 (R,))`` of item ``index``, before the
-        zero-area filter (an entirely occluded shape has an empty mask here).
+    def render(self, index: int, occlude: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image uint8 (H, W, 3), masks uint8 (R, H, W), labels int64 (R,))`` of item ``index``, in drawing
+        order, before the zero-area filter (an entirely occluded shape has an empty mask here). ``occlude=False``:
+        each shape's whole mask, as if nothing covered it (the masks then overlap).
 
         Raises:
             IndexError: ``index`` out of range.
@@ -634,7 +638,7 @@ class SyntheticInstances(_InstanceDataset):
 
         owner = np.full((h, w), -1, dtype=np.int64)
         shapes: list[tuple[float, float, float]] = []
-        labels = []
+        labels, whole = [], []
         for j in range(int(rng.integers(3, 9))):
             cls = int(rng.integers(1, 4))
             radius = float(rng.uniform(0.08, 0.16) * side)
@@ -665,9 +669,13 @@ class SyntheticInstances(_InstanceDataset):
             count = int(inside.sum())
             image[inside] = color * 255 + noise * rng.standard_normal((count, 3), dtype=np.float32)
             owner[inside] = j
+            whole.append(inside)
             shapes.append((cy, cx, radius))
             labels.append(cls)
-        masks = (owner[None] == np.arange(len(labels))[:, None, None]).astype(np.uint8)
+        if occlude:
+            masks = (owner[None] == np.arange(len(labels))[:, None, None]).astype(np.uint8)
+        else:
+            masks = np.stack(whole).astype(np.uint8)
         return np.rint(np.clip(image, 0, 255)).astype(np.uint8), masks, np.asarray(labels, dtype=np.int64)
 
     def raw_item(self, index: int) -> tuple[tv_tensors.Image, dict]:
