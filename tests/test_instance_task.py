@@ -121,3 +121,36 @@ def test_predict_export_and_serve_of_an_instance_checkpoint(tmp_path, capsys):
         assert np.array_equal(overlay, np.array(Image.open(tmp_path / "out" / "0_overlay.png")))
         r = client.post("/api/segment", files={"file": ("0.png", data, "image/png")})
         assert r.status_code == 409 and "POST to /api/instances" in r.json()["detail"]
+
+
+def test_train_eval_predict_through_the_command_line_on_synthetic_instances(tmp_path, capsys):
+    from pixelwise.data.instances import write_synthetic_instances
+
+    data = write_synthetic_instances(tmp_path / "shapes", {"train": 4, "val": 2}, image_size=(64, 64))
+    run = tmp_path / "run"
+    options = [f"model_kwargs.{k}={v}" for k, v in OPTIONS.items() if k != "score_threshold"]
+    assert main(["train", "--data", str(data), "--model", "maskrcnn", "--out", str(run), "--steps", "2",
+                 "--batch-size", "2", "--crop-size", "64", "64", "--quiet", "--set", *options]) == 0
+    printed = capsys.readouterr().out
+    assert "best val segm_AP" in printed and "| AP50" in printed
+    ckpt = __import__("pixelwise").load_checkpoint(run / "best.pt")
+    assert ckpt.card.task == "instance" and ckpt.card.classes == ["disk", "square", "triangle"]
+    assert ckpt.card.category_ids == [1, 2, 3] and ckpt.best_score >= 0
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--split", "val", "--json",
+                 str(tmp_path / "m.json"), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "bbox_AP50"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["segm_AP"] == pytest.approx(ckpt.metrics["segm_AP"])  # eval = the run's own validation
+    assert main(["predict", "--checkpoint", str(run / "best.pt"), str(data / "images" / "val"), "--out",
+                 str(tmp_path / "pred"), "--quiet"]) == 0
+    assert len(list((tmp_path / "pred").glob("*_instances.png"))) == 2
+
+
+def test_instance_training_refuses_what_it_cannot_use(tiny_dataset, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny_dataset), "--model", "maskrcnn", "--out", str(tmp_path / "a"),
+                 "--steps", "1", "--quiet"]) == 2
+    assert "data_kwargs.instances=connected_components" in capsys.readouterr().err
+    assert main(["train", "--data", "synthetic", "--model", "maskrcnn", "--out", str(tmp_path / "b"), "--steps", "1",
+                 "--quiet", "--set", "input_scale=0.5"]) == 2
+    assert "input_scale apply to semantic models only" in capsys.readouterr().err

@@ -181,6 +181,10 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     written = predict_files(predictor, args.inputs, args.out, progress=not args.quiet, batch_size=args.batch_size,
                             save_probs=args.probs)
+    if predictor.task == "instance":
+        print(f"wrote {len(written)} instance-id PNGs (16-bit) with JSON instances and overlays, and "
+              f"predictions.json (COCO results), to {args.out}")
+        return 0
     extra = " and probabilities (.npy)" if args.probs else ""
     print(f"wrote {len(written)} class-id PNGs with color masks, overlays{extra} to {args.out} "
           f"({predictor.options.describe()})")

@@ -102,7 +102,7 @@ def _check_instance_options(cfg: TrainConfig) -> None:
 def _check_data_task(dataset, task: str, cfg: TrainConfig) -> None:
     """The data must hold what the model learns: instances for an instance model, class masks for a semantic
     one."""
-    has_instances = getattr(dataset, "task", "semantic") == "instance"
+    has_instances = hasattr(dataset, "coco_ground_truth")  # the instance datasets' contract (data/instances.py)
     if task == "instance" and not has_instances:
         raise ConfigError(
             f"{cfg.model} learns instances but {cfg.data} holds class masks: use a COCO-layout folder "
