@@ -402,6 +402,8 @@ def _defective_tree(root: Path) -> Path:
             {"id": 4, "image_id": 1, "category_id": 42, "segmentation": [square]},
             {"id": 4, "image_id": 2, "category_id": 1, "segmentation": [square]},
             {"id": 6, "image_id": 2, "category_id": 1, "segmentation": [square], "bbox": [20, 2, 10, 6]},
+            {"id": 7, "image_id": 1, "category_id": 1, "segmentation": {"size": [10, 10], "counts": [100]}},
+            {"id": 8, "image_id": 1, "category_id": 1, "segmentation": []},
         ],
     }
     (root / "instances_train.json").write_text(json.dumps(data))
@@ -419,10 +421,13 @@ def test_datasets_check_names_every_coco_defect(tmp_path, capsys):
         "not JSON": f"{root / 'instances_broken.json'} is not valid JSON",
         "missing image": f"image {root / 'images' / 'train' / 'gone.png'} (id 3) is listed in {json_path} but missing",
         "unknown image id": "annotation id 2 points at image id 99, which the JSON's images do not list",
-        "polygon < 3 points": "annotation id 3 (image im1.png) has polygon 0 has 2 point(s), fewer than 3",
+        "polygon < 3 points": "annotation id 3 (image im1.png): polygon 0 has 2 point(s), fewer than 3; fix or remove",
         "unknown category": "annotation id 4 has category id 42, which the JSON's categories do not list (ids: 1)",
         "duplicate annotation id": "annotation id 4 is used twice",
         "duplicate image id": "image id 2 is listed twice (im2.png and im2_again.png)",
+        "RLE of another size": "annotation id 7 (image im1.png): its RLE is 10x10 (height x width) but the image is "
+                               "20x24",
+        "empty segmentation": "annotation id 8 (image im1.png): its segmentation is empty (no polygon)",
         "box outside": "annotation id 6 has bbox [x, y, w, h] = [20, 2, 10, 6], outside its image im2.png (24x20)",
     }
     for what, line in expected.items():
@@ -437,7 +442,7 @@ def test_datasets_check_names_every_coco_defect(tmp_path, capsys):
         CocoInstances(root, "broken")
     lenient = build_dataset(root, "train", strict=False)
     assert lenient.image_ids == [1] and lenient[0][1]["labels"].tolist() == [1]
-    assert len(lenient.problems) == 6
+    assert len(lenient.problems) == 8  # all but the box outside the image
 
 
 def test_a_crop_needs_boxes_from_the_masks():

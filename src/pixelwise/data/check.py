@@ -241,7 +241,7 @@ def _segmentation_problem(segm, height: int, width: int) -> str | None:
     """Why ``segm`` (polygons or RLE) cannot be decoded on a ``height`` x ``width`` image, or None."""
     if isinstance(segm, list):
         if not segm:
-            return "an empty segmentation (no polygon)"
+            return "its segmentation is empty (no polygon)"
         for n, poly in enumerate(segm):
             if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
                 return f"polygon {n} is not a list of x, y numbers"
@@ -253,19 +253,19 @@ def _segmentation_problem(segm, height: int, width: int) -> str | None:
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")
         if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
-            return f"an RLE without a [height, width] size (got {size!r})"
+            return f"its RLE has no [height, width] size (got {size!r})"
         if list(size) != [height, width]:
-            return f"an RLE of size {size[0]}x{size[1]} (height x width) on an image of {height}x{width}"
+            return f"its RLE is {size[0]}x{size[1]} (height x width) but the image is {height}x{width}"
         if isinstance(counts, list):
             if not all(_is_int(v) and v >= 0 for v in counts):
-                return "an uncompressed RLE whose counts are not non-negative ints"
+                return "its uncompressed RLE's counts are not all non-negative ints"
             if sum(counts) != height * width:
-                return f"an uncompressed RLE whose counts sum to {sum(counts)}, not {height}x{width} = {height * width}"
+                return f"its uncompressed RLE's counts sum to {sum(counts)}, not {height}x{width} = {height * width}"
             return None
         if isinstance(counts, str) and counts:
             return None
-        return "an RLE without counts"
-    return f"a segmentation of type {type(segm).__name__} (expected a list of polygons or an RLE dict)"
+        return "its RLE has no counts"
+    return f"its segmentation is a {type(segm).__name__} (expected a list of polygons or an RLE dict)"
 
 
 def check_coco(data: dict, json_path: Path, image_dir: Path) -> CocoCheck:
@@ -353,7 +353,7 @@ def check_coco(data: dict, json_path: Path, image_dir: Path) -> CocoCheck:
             check.bad_annotations.add(n)
         why = _segmentation_problem(a["segmentation"], im["height"], im["width"])
         if why is not None:
-            add(Problem("bad_segmentation", where, f"{where}: annotation id {aid} (image {im['file_name']}) has {why}: "
+            add(Problem("bad_segmentation", where, f"{where}: annotation id {aid} (image {im['file_name']}): {why}; "
                                                    "fix or remove the annotation (polygons are [x1, y1, x2, y2, x3, "
                                                    "y3, ...] with at least 3 points)"))
             check.bad_annotations.add(n)
@@ -407,7 +407,7 @@ def scan_coco(root: Path, split: str, progress: bool = False) -> DatasetReport:
     report.num_images = len(images)
     present: dict[int, set] = {}
     for n, a in enumerate(data["annotations"]):
-        if n in check.bad_annotations or a.get("iscrowd", 0):
+        if n in check.bad_annotations or a.get("iscrowd", 0) or a["image_id"] in check.bad_images:
             continue
         report.class_pixels[index[a["category_id"]]] += 1
         present.setdefault(index[a["category_id"]], set()).add(a["image_id"])
