@@ -119,3 +119,15 @@ def test_registered_as_an_instance_model_with_its_options_checked():
         build_model("maskrcnn", 2, detections=5)
     with pytest.raises(ConfigError, match="ResNet or MobileNet"):
         build_model("maskrcnn", 2, backbone="vgg16")
+
+
+def test_min_size_none_keeps_each_image_at_its_own_scale():
+    torch.manual_seed(0)
+    model = build_model("maskrcnn", 1, backbone="resnet18", min_size=None, rois_per_image=32).eval()
+    images = [torch.rand(3, 70, 90), torch.rand(3, 200, 150)]
+    batch, _ = model.transform(images)
+    assert batch.image_sizes == [(70, 90), (200, 150)]  # not resized; only padded to a multiple of 32
+    assert tuple(batch.tensors.shape[-2:]) == (224, 160)
+    with torch.no_grad():
+        outputs = model(images)
+    assert [tuple(o["masks"].shape[-2:]) for o in outputs] == [(70, 90), (200, 150)]

@@ -12,7 +12,9 @@ The costs of the knobs, on a CPU, where each is most of a step:
 
 - ``min_size`` / ``max_size``: images are resized so that their short side is ``min_size`` (long side at most
   ``max_size``) before the backbone; time and memory grow with the pixel count. torchvision's 800 / 1333 is COCO's
-  protocol; 512 / 1024 is the default here (2.4x fewer pixels).
+  protocol; 512 / 1024 is the default here (2.4x fewer pixels). ``min_size=None`` keeps every image at its own
+  scale (a microscope's pixel is its scale; and a model trained on crops then sees whole images at the same
+  scale, where resizing by the short side would enlarge the crops).
 - ``rois_per_image``: RoIs sampled per image to train the box and mask heads (torchvision: 512). The mask head runs
   on the positive ones, so this bounds its training cost.
 - ``detections_per_image``: the most instances kept per image at test time (torchvision: 100; 300 here, for the
@@ -35,6 +37,7 @@ from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -95,6 +98,17 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+class _KeepScale(GeneralizedRCNNTransform):
+    """torchvision's transform (normalise, batch with padding to a multiple of 32) without the resize."""
+
+    def __init__(self, transform: GeneralizedRCNNTransform) -> None:
+        super().__init__(transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
+                         size_divisible=transform.size_divisible, fixed_size=transform.fixed_size)
+
+    def resize(self, image, target=None):
+        return image, target
+
+
 @register_model("maskrcnn", task="instance", paper="He et al., \"Mask R-CNN\", ICCV 2017",
                 description="Mask R-CNN (torchvision's heads) with an FPN over a pixelwise backbone")
 class MaskRCNN(TorchvisionMaskRCNN):
@@ -112,7 +126,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
         trainable_stages: how many of the five backbone stages train, counted from the last; None: 3 with
             ``backbone_weights`` (torchvision's default), 5 without.
         fpn_channels: channels of every pyramid level (256 in the paper).
-        min_size, max_size: the short / long side images are resized to, in pixels.
+        min_size, max_size: the short / long side images are resized to, in pixels; ``min_size=None``: no resizing.
         image_mean, image_std: normalisation of [0, 1] images inside the model; None: ImageNet's for RGB, 0.5 / 0.25
             for grayscale.
         anchor_sizes: one anchor size in pixels per pyramid level (five), each at aspect ratios 0.5, 1, 2.
@@ -136,7 +150,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
         frozen_bn: bool | None = None,
         trainable_stages: int | None = None,
         fpn_channels: int = 256,
-        min_size: int = 512,
+        min_size: int | None = 512,
         max_size: int = 1024,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
@@ -168,7 +182,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
         super().__init__(
             fpn,
             num_classes=None,
-            min_size=min_size,
+            min_size=min_size or 1,
             max_size=max_size,
             image_mean=list(image_mean),
             image_std=list(image_std),
@@ -180,5 +194,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
             mask_head=MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1),
             mask_predictor=MaskRCNNPredictor(mask_head_channels, mask_head_channels, num_classes + 1),
         )
+        if min_size is None:
+            self.transform = _KeepScale(self.transform)
         self.num_classes = num_classes
         self.in_channels = in_channels
