@@ -154,3 +154,24 @@ def test_instance_training_refuses_what_it_cannot_use(tiny_dataset, tmp_path, ca
     assert main(["train", "--data", "synthetic", "--model", "maskrcnn", "--out", str(tmp_path / "b"), "--steps", "1",
                  "--quiet", "--set", "input_scale=0.5"]) == 2
     assert "input_scale apply to semantic models only" in capsys.readouterr().err
+
+
+def test_bad_coco_files_stop_training_with_one_line_naming_the_file(tmp_path, capsys):
+    from pixelwise.data.instances import write_synthetic_instances
+
+    data = write_synthetic_instances(tmp_path / "shapes", {"train": 2, "val": 2}, image_size=(48, 48))
+    path = data / "instances_train.json"
+    good = json.loads(path.read_text())
+    cases = {
+        "not JSON": ('{"images": [', "is not valid JSON"),
+        "missing image": (dict(good, annotations=[dict(good["annotations"][0], image_id=999)]), "999"),
+        "short polygon": (dict(good, annotations=[dict(good["annotations"][0], segmentation=[[1, 2, 3, 4]])]),
+                          "fewer than 3"),
+    }
+    for name, (content, expected) in cases.items():
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        assert main(["train", "--data", str(data), "--model", "maskrcnn", "--out", str(tmp_path / "run"),
+                     "--steps", "1", "--quiet"]) == 2, name
+        err = capsys.readouterr().err
+        assert str(path) in err and expected in err and "Traceback" not in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, name
