@@ -102,15 +102,20 @@ class ClassShare(ClassInfo):
     share: float = Field(description="pixels / (width x height), in [0, 1]; the shares sum to 1")
 
 
-class SegmentResponse(BaseModel):
+class _ImageResponse(BaseModel):
+    """What every answer about an uploaded image starts with."""
+
     filename: str | None = Field(description="the uploaded file's name, as the client sent it")
     width: int = Field(description="image width in pixels, after the EXIF orientation")
     height: int = Field(description="image height in pixels, after the EXIF orientation")
+    inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
+
+
+class SegmentResponse(_ImageResponse):
     classes: list[ClassShare] = Field(description="every class of the model, in id order")
     mask_png: str = Field(description="base64 palette PNG (H, W) whose pixel values are the class ids")
     color_png: str = Field(description="base64 RGB PNG: each pixel in its class's color")
     overlay_png: str = Field(description="base64 RGB PNG: the color mask blended over the image")
-    inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
 
 
 class InstanceObject(BaseModel):
@@ -122,14 +127,10 @@ class InstanceObject(BaseModel):
     area: int = Field(description="pixels of the instance's mask")
 
 
-class InstancesResponse(BaseModel):
-    filename: str | None = Field(description="the uploaded file's name, as the client sent it")
-    width: int = Field(description="image width in pixels, after the EXIF orientation")
-    height: int = Field(description="image height in pixels, after the EXIF orientation")
+class InstancesResponse(_ImageResponse):
     instances: list[InstanceObject] = Field(description="the detected instances, by descending score")
     instances_png: str = Field(description="base64 16-bit PNG (H, W): 0 background, j the j-th instance")
     overlay_png: str = Field(description="base64 RGB PNG: each instance's mask, box and label over the image")
-    inference_ms: float = Field(description="milliseconds of model inference (excluding decoding and encoding)")
 
 
 class LimitsInfo(BaseModel):
