@@ -154,8 +154,9 @@ def _eval_instances(args: argparse.Namespace, predictor) -> int:
     predictor.card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers, collate_fn=instance_collate)
     with torch.inference_mode():
-        metrics = predictor.evaluate(loader, progress=not args.quiet, dataset=ds)
-    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; COCO AP, pycocotools):")
+        metrics = predictor.evaluate(loader, progress=not args.quiet, dataset=ds, max_detections=args.max_detections)
+    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ds)} images; COCO AP by pycocotools, at most "
+          f"{args.max_detections} detections per image):")
     print(_metrics_table("instance", metrics, list(ds.classes)))
     if args.json:
         out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
@@ -452,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="dataset folder, or 'synthetic'")
     e.add_argument("--split", default="val", help="split name, optionally sliced: 'train[25:]'")
     e.add_argument("--json", help="write the metrics dict and class names here")
+    e.add_argument("--max-detections", type=int, default=100, help="instance models: detections per image that "
+                   "COCO AP counts (COCO's protocol: 100; raise it for images of more objects)")
     e.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="dataset reader options, as in training's "
                    "data_kwargs, e.g. instances=connected_components")
     e.add_argument("--batch-size", type=int, default=4)

@@ -24,16 +24,19 @@ MASK_THRESHOLD = 0.5
 
 @torch.no_grad()
 def evaluate_instances(model: torch.nn.Module, loader, dataset, device: torch.device | str = "cpu",
-                       progress: bool = False, amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+                       progress: bool = False, amp_dtype: torch.dtype | None = None,
+                       max_detections: int = 100) -> dict[str, Any]:
     """COCO box and mask AP of ``model`` over ``loader`` (batches of (list of float (C, H, W) images in [0, 1],
     list of target dicts with ``image_id``)), scored by pycocotools' COCOeval against
-    ``dataset.coco_ground_truth()`` (see :class:`pixelwise.instance_metrics.InstanceMetrics`). The model is left in
-    eval mode; in a multi-process run each rank passes its shard."""
+    ``dataset.coco_ground_truth()`` (see :class:`pixelwise.instance_metrics.InstanceMetrics`), counting at most
+    ``max_detections`` per image (COCO's protocol: 100; an image of more objects than that cannot reach full
+    recall). The model is left in eval mode; in a multi-process run each rank passes its shard."""
     from pixelwise.instance_metrics import InstanceMetrics
 
     model.eval()
     device = torch.device(device)
-    metrics = InstanceMetrics(dataset.coco_ground_truth(), list(dataset.category_ids), list(dataset.classes))
+    metrics = InstanceMetrics(dataset.coco_ground_truth(), list(dataset.category_ids), list(dataset.classes),
+                              max_detections=max_detections)
     for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
         images = [image.to(device, non_blocking=True) for image in images]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -207,13 +207,13 @@ class Predictor:
         return SemanticResult(scores, are_probs, self.classes, self.palette)
 
     def evaluate(self, loader, progress: bool = False, amp_dtype: torch.dtype | None = None,
-                 channels_last: bool = False, dataset=None) -> dict[str, Any]:
+                 channels_last: bool = False, dataset=None, max_detections: int = 100) -> dict[str, Any]:
         """:func:`pixelwise.engine.inference.evaluate` with the card's classes, ignore_index and input_scale and
         the predictor's options; ``loader`` yields (normalised images, masks) (see :attr:`transform`). For an
         instance model, :func:`~pixelwise.engine.instance.evaluate_instances` against ``dataset``'s COCO ground
-        truth."""
+        truth, at most ``max_detections`` per image."""
         if self.card.task == "instance":
-            return evaluate_instances(self.model, loader, dataset, self.device, progress, amp_dtype)
+            return evaluate_instances(self.model, loader, dataset, self.device, progress, amp_dtype, max_detections)
         return evaluate(self.model, loader, self.card.num_classes, self.card.ignore_index, self.card.input_scale,
                         self.device, progress=progress, amp_dtype=amp_dtype, channels_last=channels_last,
                         test_time=self.options)
