@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,11 +52,10 @@ def main() -> int:
             resume = ["--resume"] if (ROOT / out / "last.pt").is_file() else []
             run([*PIXELWISE, *train_cmd[1:], *resume, "--quiet"])
         scores = {}
+        eval_cmd = ["pixelwise", "eval", "--checkpoint", f"{out}/best.pt", "--data", data, "--split", split, *options]
         for dets in (100, 300):
             json_path = f"{out}/eval_{dets}.json"
-            eval_cmd = ["pixelwise", "eval", "--checkpoint", f"{out}/best.pt", "--data", data, "--split", split,
-                        "--max-detections", str(dets), *options]
-            run([*PIXELWISE, *eval_cmd[1:], "--json", json_path, "--quiet"])
+            run([*PIXELWISE, *eval_cmd[1:], "--max-detections", str(dets), "--json", json_path, "--quiet"])
             scores[dets] = json.loads((ROOT / json_path).read_text())
         log = [json.loads(line) for line in (ROOT / out / "log.jsonl").read_text().splitlines()]
         val = [r for r in log if r["type"] == "val"]
@@ -66,7 +66,8 @@ def main() -> int:
             f"| {what.format(objects=objects)} | {100 * m['segm_AP']:.1f} | {100 * m['segm_AP50']:.1f} | {100 * m['segm_AP75']:.1f} | "
             f"{100 * m['bbox_AP']:.1f} | {100 * m['segm_AR100']:.1f} | {100 * m300['segm_AP']:.1f} / "
             f"{100 * m300['segm_AR300']:.1f} | {val[-1]['step']} (best at {best['step']}) | "
-            f"{val[-1]['elapsed_s'] / 60:.0f} min | `{' '.join(train_cmd)}` then `{' '.join(eval_cmd)}` |"
+            f"{val[-1]['elapsed_s'] / 60:.0f} min | `{shlex.join(train_cmd)}` then `{shlex.join(eval_cmd)}` (add "
+            "`--max-detections 300`) |"
         )
     table = "\n".join([
         "| reported on | mask AP % | AP50 | AP75 | box AP % | mask AR100 | mask AP / AR at 300 detections | steps | "
