@@ -7,12 +7,14 @@ Rows (random weights, two 3x``size``x``size`` images of 8 random boxes with mask
 defaults but ``min_size``/``max_size`` = ``size``):
 
 - ``ResNet-50 FPN``: pixelwise's ``maskrcnn`` (backbone resnet50) against torchvision's ``maskrcnn_resnet50_fpn``
-  with the same settings: the same layers, so this checks that the FPN over pixelwise's backbone costs nothing;
+  with the same settings and the same weights (so the same detections): the same layers, so this checks that the
+  FPN over pixelwise's backbone costs nothing;
 - ``MobileNetV2 FPN`` and ``ResNet-18 FPN``: pixelwise's smaller bodies (torchvision has no Mask R-CNN on them),
   against the same torchvision ResNet-50 for scale.
 
 For each: seconds per training step (forward with targets, backward, SGD step) and seconds per image at test time
-(eval mode, batch 1); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
+(eval mode, batch 1), with the detections that image yields (random weights: the mask head and the pasting of
+masks run once per detection, so test time follows that count); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
 measured here: the four models share one process.
 
 Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs section between the markers
@@ -34,6 +36,7 @@ from _publish import publish  # noqa: E402
 from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
 
 from pixelwise.models import build_model  # noqa: E402
+from pixelwise.models.maskrcnn import from_torchvision_state_dict  # noqa: E402
 
 NUM_CLASSES = 3  # object classes; the heads have one more, the background
 
@@ -71,18 +74,21 @@ class Infer:
         self.model, self.image = model, image
 
     @torch.no_grad()
-    def __call__(self) -> None:
+    def __call__(self) -> int:
         self.model.eval()
-        self.model([self.image])
+        return len(self.model([self.image])[0]["scores"])
 
 
 def _models(size: int) -> dict[str, torch.nn.Module]:
     common = {"min_size": size, "max_size": size, "detections_per_image": 100}
     torch.manual_seed(0)
+    peer = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, min_size=size,
+                                 max_size=size)
+    ours = build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common)
+    ours.load_state_dict(from_torchvision_state_dict(peer.state_dict()))
     return {
-        "torchvision ResNet-50 FPN": maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                                           num_classes=NUM_CLASSES + 1, min_size=size, max_size=size),
-        "ResNet-50 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common),
+        "torchvision ResNet-50 FPN": peer,
+        "ResNet-50 FPN": ours,
         "ResNet-18 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="resnet18", **common),
         "MobileNetV2 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="mobilenet_v2", **common),
     }
@@ -116,13 +122,14 @@ def main() -> None:
     infer = interleaved_rounds({n: Infer(m, images[0]) for n, m in models.items()}, args.repeats)
     peer = "torchvision ResNet-50 FPN"
     lines = [f"| Mask R-CNN ({args.size}x{args.size}) | params M | train s / step (2 images) | speed vs "
-             f"{peer} | inference s / image | speed vs {peer} |", "|---|---:|---:|---:|---:|---:|"]
+             f"{peer} | inference s / image | detections | speed vs {peer} |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         ratio_t, lo_t, hi_t = ratio_spread(train[name], train[peer])
         ratio_i, lo_i, hi_i = ratio_spread(infer[name], infer[peer])
         lines.append(f"| {name} | {params:.1f} | {statistics.median(train[name]):.2f} | {ratio_t:.2f} "
-                     f"({lo_t:.2f}-{hi_t:.2f}) | {statistics.median(infer[name]):.2f} | {ratio_i:.2f} "
+                     f"({lo_t:.2f}-{hi_t:.2f}) | {statistics.median(infer[name]):.2f} | {Infer(model, images[0])()} | "
+                     f"{ratio_i:.2f} "
                      f"({lo_i:.2f}-{hi_i:.2f}) |")
         print(lines[-1], flush=True)
     heap, suffix, env = allocator()

@@ -9,23 +9,7 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 from pixelwise.errors import ConfigError
 from pixelwise.models import build_model, get_model_info, list_models
-from pixelwise.models.maskrcnn import freeze_batch_norm
-
-#: torchvision's keys -> ours: the backbone's stem and layers are pixelwise's five stages.
-_BODY = {"conv1.": "stages.0.0.", "bn1.": "stages.0.1.", "layer1.": "stages.1.1.", "layer2.": "stages.2.",
-         "layer3.": "stages.3.", "layer4.": "stages.4."}
-
-
-def _ours_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        if key.startswith("backbone.body."):
-            rest = key[len("backbone.body."):]
-            prefix = next(p for p in _BODY if rest.startswith(p))
-            key = "backbone.body." + _BODY[prefix] + rest[len(prefix):]
-        out[key] = value
-    return out
-
+from pixelwise.models.maskrcnn import freeze_batch_norm, from_torchvision_state_dict
 
 def _pair(num_classes: int = 2):
     torch.manual_seed(0)
@@ -34,7 +18,7 @@ def _pair(num_classes: int = 2):
                                       min_size=256, max_size=320)
     ours = build_model("maskrcnn", num_classes, backbone="resnet50", min_size=256, max_size=320,
                        detections_per_image=100, rois_per_image=512)
-    missing, unexpected = ours.load_state_dict(_ours_from_torchvision(reference.state_dict()), strict=True)
+    missing, unexpected = ours.load_state_dict(from_torchvision_state_dict(reference.state_dict()), strict=True)
     assert not missing and not unexpected
     return ours, reference
 

@@ -45,7 +45,28 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from pixelwise.backbones import Backbone, build_backbone
 from pixelwise.models.registry import register_model
 
-__all__ = ["BackboneWithFPN", "MaskRCNN", "freeze_batch_norm"]
+__all__ = ["BackboneWithFPN", "MaskRCNN", "freeze_batch_norm", "from_torchvision_state_dict"]
+
+#: torchvision's ResNet keys -> the stages of a pixelwise backbone (stem, (maxpool, layer1), layer2, layer3, layer4).
+_RESNET_BODY = {"conv1.": "stages.0.0.", "bn1.": "stages.0.1.", "layer1.": "stages.1.1.", "layer2.": "stages.2.",
+                "layer3.": "stages.3.", "layer4.": "stages.4."}
+
+
+def from_torchvision_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of torchvision's ``maskrcnn_resnet50_fpn`` (e.g. its COCO weights, loaded from a local file) in
+    the key layout of ``build_model("maskrcnn", backbone="resnet50")``: only the backbone's keys are renamed; the
+    FPN, RPN and heads keep theirs. Load it with ``model.load_state_dict(..., strict=True)`` (num_classes 90 for
+    COCO's, whose heads have 91 outputs)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone.body."):
+            rest = key[len("backbone.body."):]
+            prefix = next((p for p in _RESNET_BODY if rest.startswith(p)), None)
+            if prefix is None:
+                raise ValueError(f"{key} is not a key of torchvision's ResNet-50 FPN backbone")
+            key = "backbone.body." + _RESNET_BODY[prefix] + rest[len(prefix):]
+        out[key] = value
+    return out
 
 
 class BackboneWithFPN(nn.Module):
