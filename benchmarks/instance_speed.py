@@ -13,8 +13,8 @@ defaults but ``min_size``/``max_size`` = ``size``):
   against the same torchvision ResNet-50 for scale.
 
 For each: seconds per training step (forward with targets, backward, SGD step) and seconds per image at test time
-(eval mode, batch 1), with the detections that image yields (random weights: the mask head and the pasting of
-masks run once per detection, so test time follows that count); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
+(eval mode, batch 1, no score threshold, so that each model keeps its 100 best detections: the mask head and the
+pasting of masks run once per detection, and test time follows that count); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
 measured here: the four models share one process.
 
 Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs section between the markers
@@ -80,10 +80,11 @@ class Infer:
 
 
 def _models(size: int) -> dict[str, torch.nn.Module]:
-    common = {"min_size": size, "max_size": size, "detections_per_image": 100}
+    # No score threshold: every model keeps its 100 best detections, so the heads do the same work per image.
+    common = {"min_size": size, "max_size": size, "detections_per_image": 100, "score_threshold": 0.0}
     torch.manual_seed(0)
     peer = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, min_size=size,
-                                 max_size=size)
+                                 max_size=size, box_score_thresh=0.0)
     ours = build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common)
     ours.load_state_dict(from_torchvision_state_dict(peer.state_dict()))
     return {
