@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
 from _timing import machine  # noqa: E402
-from results_table import PIXELWISE, ROOT, _incomplete, run  # noqa: E402
+from results_table import PIXELWISE, ROOT, finished_run, run  # noqa: E402
 
 ISBI_CELLS = ["--data-option", "instances=connected_components", "connectivity=4", "min_area=10", "classes=[cell]"]
 
@@ -45,12 +45,8 @@ def main() -> int:
     for name, recipe, data, split, options, what in RUNS:
         out = f"runs/{name}"
         train_cmd = ["pixelwise", "train", "--config", recipe, "--out", out]
-        if not (ROOT / out / "best.pt").is_file() or _incomplete(ROOT / out):
-            if args.no_train:
-                print(f"skipping {name}: no finished run in {out}")
-                continue
-            resume = ["--resume"] if (ROOT / out / "last.pt").is_file() else []
-            run([*PIXELWISE, *train_cmd[1:], *resume, "--quiet"])
+        if not finished_run(name, out, train_cmd, args.no_train):
+            continue
         scores = {}
         eval_cmd = ["pixelwise", "eval", "--checkpoint", f"{out}/best.pt", "--data", data, "--split", split, *options]
         for dets in (100, 300):

@@ -40,6 +40,18 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+def finished_run(name: str, out: str, train_cmd: list[str], no_train: bool) -> bool:
+    """Whether ``out`` holds a finished run, training it first (resuming an unfinished one) unless ``no_train``."""
+    if (ROOT / out / "best.pt").is_file() and not _incomplete(ROOT / out):
+        return True
+    if no_train:
+        print(f"skipping {name}: no finished run in {out}")
+        return False
+    resume = ["--resume"] if (ROOT / out / "last.pt").is_file() else []
+    run([*PIXELWISE, *train_cmd[1:], *resume, "--quiet"])
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--no-train", action="store_true", help="tabulate existing runs only")
@@ -48,12 +60,8 @@ def main() -> int:
     for name, data, train_args, split, what in RUNS:
         out = f"runs/{name}"
         train_cmd = ["pixelwise", "train", *train_args, "--out", out]
-        if not (ROOT / out / "best.pt").is_file() or _incomplete(ROOT / out):
-            if args.no_train:
-                print(f"skipping {name}: no finished run in {out}")
-                continue
-            resume = ["--resume"] if (ROOT / out / "last.pt").is_file() else []
-            run([*PIXELWISE, *train_cmd[1:], *resume, "--quiet"])
+        if not finished_run(name, out, train_cmd, args.no_train):
+            continue
         json_path = f"{out}/eval_{split.replace('[', '_').replace(':', '').replace(']', '')}.json"
         eval_cmd = ["pixelwise", "eval", "--checkpoint", f"{out}/best.pt", "--data", data, "--split", split,
                     "--json", json_path]
