@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelwise.data.io import BINARY_MASK_HINT, DataProblem, bad_values_error, image_header, size_mismatch
+from pixelwise.data.io import (
+    BINARY_MASK_HINT,
+    DataProblem,
+    bad_values_error,
+    image_header,
+    parse_split,
+    size_mismatch,
+)
 from pixelwise.errors import DatasetError
 
 #: Problem kinds, in report order, with a one-line title.
@@ -376,7 +383,6 @@ def scan_coco(root: Path, split: str, progress: bool = False) -> DatasetReport:
     """Check split ``split`` of the COCO layout in ``root`` (``instances_<split>.json``, ``images/<split>/``):
     the JSON (:func:`check_coco`) and every listed image's header (unreadable, or another size than the JSON says).
     Never raises for a problem of the data: every one is in the report, with the file and the fix."""
-    from pixelwise.data.folder import parse_split
 
     root = Path(root)
     name = parse_split(split)[0]

@@ -19,26 +19,18 @@ Masks that are not class ids are read with an option rather than converted by ha
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pixelwise.data.base import Sample, SegmentationDataset, lut
-from pixelwise.data.io import IMAGE_EXTENSIONS, read_color_map, read_image, read_mask  # noqa: F401 (re-exported)
+from pixelwise.data.io import (  # noqa: F401 (re-exported)
+    IMAGE_EXTENSIONS,
+    parse_split,
+    read_color_map,
+    read_image,
+    read_mask,
+)
 from pixelwise.data.palette import CAMVID_CLASSES, CAMVID_PALETTE, default_palette, read_palette
 from pixelwise.errors import DatasetError
-
-_SPLIT_RE = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
-
-
-def parse_split(split: str) -> tuple[str, slice]:
-    """``"train[:25]"`` -> ``("train", slice(None, 25))``; ``"val"`` -> ``("val", slice(None))``."""
-    m = _SPLIT_RE.match(split.strip())
-    if not m:
-        raise DatasetError(f"bad split {split!r}: write a split name, optionally sliced like 'train[:25]'")
-    start = int(m["start"]) if m["start"] else None
-    stop = int(m["stop"]) if m["stop"] else None
-    return m["name"], slice(start, stop)
-
 
 def read_class_names(root: Path) -> list[str]:
     path = root / "classes.txt"

@@ -15,6 +15,7 @@ viewer (and an annotation tool) shows them, unless ``exif=False``.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -290,3 +291,16 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255) -> tv_tenso
     if error is not None:
         raise error
     return tv_tensors.Mask(torch.from_numpy(arr.astype(np.int64)))
+
+
+_SPLIT_RE = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
+
+
+def parse_split(split: str) -> tuple[str, slice]:
+    """``"train[:25]"`` -> ``("train", slice(None, 25))``; ``"val"`` -> ``("val", slice(None))``."""
+    m = _SPLIT_RE.match(split.strip())
+    if not m:
+        raise DatasetError(f"bad split {split!r}: write a split name, optionally sliced like 'train[:25]'")
+    start = int(m["start"]) if m["start"] else None
+    stop = int(m["stop"]) if m["stop"] else None
+    return m["name"], slice(start, stop)
