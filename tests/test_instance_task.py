@@ -127,6 +127,11 @@ def test_train_eval_predict_through_the_command_line_on_synthetic_instances(tmp_
     from pixelwise.data.instances import write_synthetic_instances
 
     data = write_synthetic_instances(tmp_path / "shapes", {"train": 4, "val": 2}, image_size=(64, 64))
+    assert main(["datasets", "write-synthetic", str(tmp_path / "cli"), "--instances", "--splits", "val",
+                 "--num-images", "2"]) == 0  # the same writer, from the command line, at the default size
+    reference = write_synthetic_instances(tmp_path / "python", {"val": 2})
+    assert (tmp_path / "cli" / "instances_val.json").read_text() == (reference / "instances_val.json").read_text()
+    assert len(list((tmp_path / "cli" / "images" / "val").iterdir())) == 2
     run = tmp_path / "run"
     options = [f"model_kwargs.{k}={v}" for k, v in OPTIONS.items() if k != "score_threshold"]
     assert main(["train", "--data", str(data), "--model", "maskrcnn", "--out", str(run), "--steps", "2",

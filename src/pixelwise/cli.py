@@ -406,10 +406,17 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _write_synthetic(args: argparse.Namespace) -> int:
+    root = Path(args.path or "synthetic")
+    splits = {s: args.num_images for s in args.splits}
+    if args.instances:
+        from pixelwise.data.instances import write_synthetic_instances
+
+        write_synthetic_instances(root, splits, seed=args.seed)
+        print(f"wrote the synthetic instances ({', '.join(args.splits)}) to {root} in the COCO layout")
+        return 0
     from pixelwise.data.synthetic import write_synthetic_folder
 
-    root = Path(args.path or "synthetic")
-    write_synthetic_folder(root, {s: args.num_images for s in args.splits}, seed=args.seed)
+    write_synthetic_folder(root, splits, seed=args.seed)
     print(f"wrote the synthetic dataset ({', '.join(args.splits)}) to {root} in the folder layout")
     return 0
 
@@ -522,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     d.add_argument("--num-images", type=int, help="write-synthetic: images per split (default: the split's size)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--instances", action="store_true", help="write-synthetic: the instance set (touching and "
+                   "overlapping shapes) in the COCO layout, for Mask R-CNN")
     d.set_defaults(func=_datasets)
     return p
 
