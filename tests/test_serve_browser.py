@@ -9,7 +9,9 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from test_serve import checkpoint, serve  # noqa: F401  (the module-scoped tiny-U-Net fixture)
 
@@ -91,3 +93,33 @@ def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_d
         finally:
             browser.close()
     assert (tmp_path / "serve_page.png").stat().st_size > 10_000
+
+
+def test_instance_page_shows_the_overlay_and_a_table_of_objects(tmp_path):
+    from test_instance_task import _checkpoint
+
+    sync_playwright = _sync_playwright()
+    _checkpoint(tmp_path / "maskrcnn.pt")
+    image = tmp_path / "shapes.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(image)
+    with serve(tmp_path / "maskrcnn.pt", "--device", "cpu", "--quiet", threads=1) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            script_errors: list[str] = []
+            page.on("pageerror", lambda e: script_errors.append(str(e)))
+            page.goto(url)
+            page.set_input_files("#file", str(image))
+            page.wait_for_function(OVERLAY_LOADED, timeout=60_000)
+            assert page.evaluate("() => [overlay.naturalWidth, overlay.naturalHeight]") == [80, 60]
+            assert page.is_hidden("#mask-figure") and page.inner_text("#legend-title") == "Objects"
+            rows = page.eval_on_selector_all(
+                "#legend tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+            status = page.inner_text("#status")
+            assert re.search(rf"shapes.png: {len(rows)} objects, inference \d+\.\d ms", status), status
+            assert rows and rows[0][0] == "#1" and rows[0][1] in ("disk", "square")
+            scores = [float(r[2]) for r in rows]
+            assert scores == sorted(scores, reverse=True)  # by descending score, as predict numbers them
+            assert not script_errors, script_errors
+        finally:
+            browser.close()
