@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -49,13 +51,11 @@ LEGEND = """rows => rows.map(r => ({
   swatch: getComputedStyle(r.querySelector(".swatch")).backgroundColor,
 }))"""
 
-
-def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_dir, tmp_path):  # noqa: F811
-    from pixelwise.engine.checkpoint import load_checkpoint
-
+@contextmanager
+def _page_after_upload(checkpoint, image) -> Iterator[tuple[object, list[str]]]:
+    """``pixelwise serve CHECKPOINT`` in a subprocess and its page in headless Chromium, ``image`` uploaded through
+    the file input and the overlay loaded: yields ``(page, script_errors)``."""
     sync_playwright = _sync_playwright()
-    state = load_checkpoint(checkpoint)
-    image = sorted((camvid_dir / "images" / "val").iterdir())[0]  # 480 x 360
     with serve(checkpoint, "--device", "cpu", "--quiet", threads=1) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
@@ -63,63 +63,61 @@ def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_d
             script_errors: list[str] = []
             page.on("pageerror", lambda e: script_errors.append(str(e)))
             page.goto(url)
-            assert page.title() == "pixelwise: unet"
             page.set_input_files("#file", str(image))
             page.wait_for_function(OVERLAY_LOADED, timeout=60_000)
-            for img in ("overlay", "mask", "source"):
-                size = page.evaluate(f"() => [{img}.naturalWidth, {img}.naturalHeight]")
-                assert size == [480, 360], (img, size)
-            rows = page.eval_on_selector_all("#legend tbody tr", LEGEND)
-            assert [r["name"] for r in rows if r["share"] > 0]  # some class is present
-            assert sorted(r["name"] for r in rows) == sorted(state.card.classes)
-            assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=1e-6)
-            shown = [float(r["shown"].split()[0].lstrip("<")) for r in rows]  # "49.6 %", "<0.1 %"
-            assert sum(shown) == pytest.approx(100.0, abs=0.1 * len(rows))
-            assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
-            for r in rows:
-                color = state.card.palette[state.card.classes.index(r["name"])]
-                assert r["swatch"] == "rgb({}, {}, {})".format(*color)
-            status = page.inner_text("#status")
-            assert re.search(r"480 . 360 pixels, inference \d+\.\d ms", status), status
-            page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
-
-            # an upload the server refuses: its message on the page, the earlier result left in place
-            page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain",
-                                                  "buffer": b"this is not an image"}])
-            page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-            error = page.inner_text("#error")
-            assert error.startswith("Error 415:") and "notes.txt" in error and "not an image" in error, error
-            assert not script_errors, script_errors
+            yield page, script_errors
         finally:
             browser.close()
+
+
+def test_page_shows_mask_overlay_and_legend_after_an_upload(checkpoint, camvid_dir, tmp_path):  # noqa: F811
+    from pixelwise.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    image = sorted((camvid_dir / "images" / "val").iterdir())[0]  # 480 x 360
+    with _page_after_upload(checkpoint, image) as (page, script_errors):
+        assert page.title() == "pixelwise: unet"
+        for img in ("overlay", "mask", "source"):
+            size = page.evaluate(f"() => [{img}.naturalWidth, {img}.naturalHeight]")
+            assert size == [480, 360], (img, size)
+        rows = page.eval_on_selector_all("#legend tbody tr", LEGEND)
+        assert [r["name"] for r in rows if r["share"] > 0]  # some class is present
+        assert sorted(r["name"] for r in rows) == sorted(state.card.classes)
+        assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=1e-6)
+        shown = [float(r["shown"].split()[0].lstrip("<")) for r in rows]  # "49.6 %", "<0.1 %"
+        assert sum(shown) == pytest.approx(100.0, abs=0.1 * len(rows))
+        assert [r["share"] for r in rows] == sorted((r["share"] for r in rows), reverse=True)
+        for r in rows:
+            color = state.card.palette[state.card.classes.index(r["name"])]
+            assert r["swatch"] == "rgb({}, {}, {})".format(*color)
+        status = page.inner_text("#status")
+        assert re.search(r"480 . 360 pixels, inference \d+\.\d ms", status), status
+        page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
+
+        # an upload the server refuses: its message on the page, the earlier result left in place
+        page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                              "buffer": b"this is not an image"}])
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        error = page.inner_text("#error")
+        assert error.startswith("Error 415:") and "notes.txt" in error and "not an image" in error, error
+        assert not script_errors, script_errors
     assert (tmp_path / "serve_page.png").stat().st_size > 10_000
 
 
 def test_instance_page_shows_the_overlay_and_a_table_of_objects(tmp_path):
     from test_instance_task import _checkpoint
 
-    sync_playwright = _sync_playwright()
     _checkpoint(tmp_path / "maskrcnn.pt")
     image = tmp_path / "shapes.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(image)
-    with serve(tmp_path / "maskrcnn.pt", "--device", "cpu", "--quiet", threads=1) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            script_errors: list[str] = []
-            page.on("pageerror", lambda e: script_errors.append(str(e)))
-            page.goto(url)
-            page.set_input_files("#file", str(image))
-            page.wait_for_function(OVERLAY_LOADED, timeout=60_000)
-            assert page.evaluate("() => [overlay.naturalWidth, overlay.naturalHeight]") == [80, 60]
-            assert page.is_hidden("#mask-figure") and page.inner_text("#legend-title") == "Objects"
-            rows = page.eval_on_selector_all(
-                "#legend tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
-            status = page.inner_text("#status")
-            assert re.search(rf"shapes.png: {len(rows)} objects, inference \d+\.\d ms", status), status
-            assert rows and rows[0][0] == "#1" and rows[0][1] in ("disk", "square")
-            scores = [float(r[2]) for r in rows]
-            assert scores == sorted(scores, reverse=True)  # by descending score, as predict numbers them
-            assert not script_errors, script_errors
-        finally:
-            browser.close()
+    with _page_after_upload(tmp_path / "maskrcnn.pt", image) as (page, script_errors):
+        assert page.evaluate("() => [overlay.naturalWidth, overlay.naturalHeight]") == [80, 60]
+        assert page.is_hidden("#mask-figure") and page.inner_text("#legend-title") == "Objects"
+        rows = page.eval_on_selector_all(
+            "#legend tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+        status = page.inner_text("#status")
+        assert re.search(rf"shapes.png: {len(rows)} objects, inference \d+\.\d ms", status), status
+        assert rows and rows[0][0] == "#1" and rows[0][1] in ("disk", "square")
+        scores = [float(r[2]) for r in rows]
+        assert scores == sorted(scores, reverse=True)  # by descending score, as predict numbers them
+        assert not script_errors, script_errors
