@@ -132,3 +132,13 @@ def machine(device: torch.device | str = "cpu") -> str:
             pass
         where = f"{cpu}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores"
     return f"{where}; torch {torch.__version__}"
+
+
+def proc_status_bytes(field: str) -> int:
+    """A memory field of this process's /proc/self/status in bytes (Linux): ``VmRSS`` (resident now), ``VmHWM``
+    (the resident set's peak so far)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")

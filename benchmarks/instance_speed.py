@@ -14,8 +14,10 @@ defaults but ``min_size``/``max_size`` = ``size``):
 
 For each: seconds per training step (forward with targets, backward, SGD step) and seconds per image at test time
 (eval mode, batch 1, no score threshold, so that each model keeps its 100 best detections: the mask head and the
-pasting of masks run once per detection, and test time follows that count); then torch.profiler's top operators of one pixelwise ResNet-50 training step. Memory is not
-measured here: the four models share one process.
+pasting of masks run once per detection, and test time follows that count); the peak memory of each, measured
+apart: in a fresh process per model and mode, the growth of the resident set's peak (VmHWM) over three training
+steps or three inferences above the process with the model and data built (so gradients, optimizer state and
+activations, not the weights); then torch.profiler's top operators of one pixelwise ResNet-50 training step.
 
 Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs section between the markers
 ``instance_speed``.
@@ -24,7 +26,9 @@ Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs s
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +37,9 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
-from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
+from _timing import (  # noqa: E402
+    allocator, interleaved_rounds, machine, proc_status_bytes, ratio_spread, threads_suffix,
+)
 
 from pixelwise.models import build_model  # noqa: E402
 from pixelwise.models.maskrcnn import from_torchvision_state_dict  # noqa: E402
@@ -79,20 +85,43 @@ class Infer:
         return len(self.model([self.image])[0]["scores"])
 
 
+PEER = "torchvision ResNet-50 FPN"
+ROWS = (PEER, "ResNet-50 FPN", "ResNet-18 FPN", "MobileNetV2 FPN")
+
+
 def _models(size: int) -> dict[str, torch.nn.Module]:
-    # No score threshold: every model keeps its 100 best detections, so the heads do the same work per image.
-    common = {"min_size": size, "max_size": size, "detections_per_image": 100, "score_threshold": 0.0}
+    # torchvision's settings (image size, anchors 32-512) but for the size. No score threshold: every model keeps
+    # its 100 best detections, so the heads do the same work per image.
+    common = {"min_size": size, "max_size": size, "anchor_sizes": (32, 64, 128, 256, 512),
+              "detections_per_image": 100, "rois_per_image": 512, "score_threshold": 0.0}
     torch.manual_seed(0)
     peer = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, min_size=size,
                                  max_size=size, box_score_thresh=0.0)
     ours = build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common)
     ours.load_state_dict(from_torchvision_state_dict(peer.state_dict()))
-    return {
-        "torchvision ResNet-50 FPN": peer,
-        "ResNet-50 FPN": ours,
-        "ResNet-18 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="resnet18", **common),
-        "MobileNetV2 FPN": build_model("maskrcnn", NUM_CLASSES, backbone="mobilenet_v2", **common),
-    }
+    return dict(zip(ROWS, (peer, ours, build_model("maskrcnn", NUM_CLASSES, backbone="resnet18", **common),
+                           build_model("maskrcnn", NUM_CLASSES, backbone="mobilenet_v2", **common))))
+
+
+def peak_memory_child(name: str, mode: str, args) -> None:
+    """In a fresh process: the growth of VmHWM over 3 training steps or 3 inferences (bytes), above the process
+    with the models and data built."""
+    torch.set_num_threads(args.threads)
+    images, targets = _data(args.size)
+    model = _models(args.size)[name]
+    run = TrainStep(model, images, targets) if mode == "train" else Infer(model, images[0])
+    base = proc_status_bytes("VmRSS")
+    for _ in range(3):
+        run()
+    print(json.dumps({"peak": proc_status_bytes("VmHWM") - base}))
+
+
+def peak_memory(name: str, mode: str, args) -> float:
+    """MiB: :func:`peak_memory_child` in a subprocess."""
+    cmd = [sys.executable, __file__, "--peak-memory-child", name, mode, "--size", str(args.size),
+           "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak"] / 2**20
 
 
 def _profile(model: torch.nn.Module, images, targets, top: int = 12) -> list[str]:
@@ -115,23 +144,28 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--peak-memory-child", nargs=2, metavar=("ROW", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.peak_memory_child:
+        peak_memory_child(*args.peak_memory_child, args)
+        return
     torch.set_num_threads(args.threads)
     images, targets = _data(args.size)
     models = _models(args.size)
     train = interleaved_rounds({n: TrainStep(m, images, targets) for n, m in models.items()}, args.repeats)
     infer = interleaved_rounds({n: Infer(m, images[0]) for n, m in models.items()}, args.repeats)
-    peer = "torchvision ResNet-50 FPN"
+    peer = PEER
     lines = [f"| Mask R-CNN ({args.size}x{args.size}) | params M | train s / step (2 images) | speed vs "
-             f"{peer} | inference s / image | detections | speed vs {peer} |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"{peer} | train peak memory MiB | inference s / image | detections | speed vs {peer} | "
+             "inference peak memory MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters()) / 1e6
         ratio_t, lo_t, hi_t = ratio_spread(train[name], train[peer])
         ratio_i, lo_i, hi_i = ratio_spread(infer[name], infer[peer])
         lines.append(f"| {name} | {params:.1f} | {statistics.median(train[name]):.2f} | {ratio_t:.2f} "
-                     f"({lo_t:.2f}-{hi_t:.2f}) | {statistics.median(infer[name]):.2f} | {Infer(model, images[0])()} | "
-                     f"{ratio_i:.2f} "
-                     f"({lo_i:.2f}-{hi_i:.2f}) |")
+                     f"({lo_t:.2f}-{hi_t:.2f}) | {peak_memory(name, 'train', args):.0f} | "
+                     f"{statistics.median(infer[name]):.2f} | {Infer(model, images[0])()} | {ratio_i:.2f} "
+                     f"({lo_i:.2f}-{hi_i:.2f}) | {peak_memory(name, 'infer', args):.0f} |")
         print(lines[-1], flush=True)
     heap, suffix, env = allocator()
     flags = "".join(f" --{k} {v}" for k, v in (("size", args.size), ("repeats", args.repeats),
@@ -139,7 +173,9 @@ def main() -> None:
     text = "\n".join(lines) + (
         f"\n\nCommand: `{env}python benchmarks/instance_speed.py{flags}`; random weights and images, two images of "
         f"8 boxes with masks per training step, SGD; speed ratio = torchvision's seconds / ours, median of "
-        f"{args.repeats} interleaved rounds (lowest-highest); {machine()}, {heap}.\n\n"
+        f"{args.repeats} interleaved rounds (lowest-highest); peak memory = growth of the resident set's peak over "
+        f"3 steps or 3 inferences in a fresh process per model, above the built model and data; {machine()}, "
+        f"{heap}.\n\n"
         f"Where one training step of pixelwise's ResNet-50 FPN goes (torch.profiler, self CPU time):\n\n"
         + "\n".join(_profile(models["ResNet-50 FPN"], images, targets)) + "\n"
     )

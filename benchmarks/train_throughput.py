@@ -37,7 +37,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish_unless_subset, rows_flag  # noqa: E402
-from _timing import allocator, interleaved_rounds, machine, ratio_spread, threads_suffix  # noqa: E402
+from _timing import (  # noqa: E402
+    allocator, interleaved_rounds, machine, proc_status_bytes, ratio_spread, threads_suffix,
+)
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
 
@@ -136,21 +138,14 @@ def gflops(model: nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _vm(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 def peak_memory_child(row: str, side: str, args) -> None:
     """In a fresh process: VmHWM growth over 3 training steps (bytes) after the model and batch are built."""
     torch.set_num_threads(args.threads)
     step = Step(build(row, side), "cpu", args.batch, args.size, args.precision, args.channels_last)
-    base = _vm("VmRSS")
+    base = proc_status_bytes("VmRSS")
     for _ in range(3):
         step()
-    print(json.dumps({"peak": _vm("VmHWM") - base}))
+    print(json.dumps({"peak": proc_status_bytes("VmHWM") - base}))
 
 
 def peak_memory(row: str, side: str, args) -> float:

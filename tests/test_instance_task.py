@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2.functional import to_dtype
 
 from pixelwise import Checkpoint, ModelCard, Predictor
 from pixelwise.cli import main
@@ -67,7 +68,8 @@ def test_predictor_runs_a_maskrcnn_checkpoint_like_the_model(tmp_path):
     image = torch.randint(0, 256, (3, 70, 90), dtype=torch.uint8)
     result = predictor(image)
     with torch.no_grad():
-        (expected,) = model([image.float() / 255])
+        # [0, 1] as torchvision's ToDtype(scale=True) makes it (x * (1 / 255), which can differ from x / 255 by an ulp)
+        (expected,) = model([to_dtype(image, torch.float32, scale=True)])
     assert len(expected["scores"]) > 0
     order = expected["scores"].argsort(descending=True)
     torch.testing.assert_close(result.detections[0]["boxes"], expected["boxes"][order])
@@ -138,6 +140,8 @@ def test_train_eval_predict_through_the_command_line_on_synthetic_instances(tmp_
                  "--batch-size", "2", "--crop-size", "64", "64", "--quiet", "--set", *options]) == 0
     printed = capsys.readouterr().out
     assert "best val segm_AP" in printed and "| AP50" in printed
+    recorded = __import__("yaml").safe_load((run / "config.yaml").read_text())  # the instance defaults, resolved
+    assert (recorded["optimizer"], recorded["lr"], recorded["warmup_steps"]) == ("adamw", 2e-4, 0)
     ckpt = __import__("pixelwise").load_checkpoint(run / "best.pt")
     assert ckpt.card.task == "instance" and ckpt.card.classes == ["disk", "square", "triangle"]
     assert ckpt.card.category_ids == [1, 2, 3] and ckpt.best_score >= 0

@@ -17,7 +17,7 @@ def _pair(num_classes: int = 2):
     reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                       min_size=256, max_size=320)
     ours = build_model("maskrcnn", num_classes, backbone="resnet50", min_size=256, max_size=320,
-                       detections_per_image=100, rois_per_image=512)
+                       anchor_sizes=(32, 64, 128, 256, 512), detections_per_image=100, rois_per_image=512)
     missing, unexpected = ours.load_state_dict(from_torchvision_state_dict(reference.state_dict()), strict=True)
     assert not missing and not unexpected
     return ours, reference

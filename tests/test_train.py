@@ -134,6 +134,25 @@ def test_training_lowers_the_loss_on_synthetic_data(tiny_dataset, tmp_path):
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
 
 
+def test_task_defaults_fill_only_what_is_not_given():
+    semantic = TrainConfig()
+    assert (semantic.optimizer, semantic.lr, semantic.batch_size, semantic.eval_batch_size) == ("sgd", 0.01, 8, 4)
+    assert semantic.scale_range == (0.5, 2.0) and semantic.warmup_steps == 0
+    instance = TrainConfig(model="maskrcnn", steps=300)
+    assert (instance.optimizer, instance.lr, instance.batch_size, instance.eval_batch_size) == ("adamw", 2e-4, 2, 2)
+    assert instance.scale_range == (0.75, 1.25) and instance.warmup_steps == 30  # a tenth of the run
+    assert TrainConfig(model="maskrcnn", steps=5000).warmup_steps == 50  # at most 50
+    assert TrainConfig(model="maskrcnn").warmup_steps is None  # epochs: set by the trainer, once it knows the length
+    given = TrainConfig(model="maskrcnn", steps=300, optimizer="sgd", lr=0.02, batch_size=4, warmup_steps=0,
+                        scale_range=(0.5, 2.0))
+    assert (given.optimizer, given.lr, given.batch_size, given.warmup_steps) == ("sgd", 0.02, 4, 0)
+    assert given.scale_range == (0.5, 2.0) and given.eval_batch_size == 2
+    # the resolved values are what the run records, so a resumed run does not depend on the defaults of its day
+    assert TrainConfig.from_dict(instance.to_dict()).to_dict() == instance.to_dict()
+    with pytest.raises(ConfigError, match="maskrcn"):
+        TrainConfig(model="maskrcn")
+
+
 def test_config_overrides_and_errors(tmp_path):
     values = apply_overrides({"lr": 0.1}, ["lr=0.5", "crop_size=[64, 96]", "model_kwargs.base_channels=32"])
     cfg = TrainConfig.from_dict({**values, "epochs": 2})

@@ -15,6 +15,22 @@ from pixelwise.errors import ConfigError
 #: A run's length when neither ``epochs`` nor ``steps`` is given.
 DEFAULT_EPOCHS = 10
 
+#: What a field left unset (None) becomes, by the model's task. Semantic: SGD at 0.01, batches of 8, scale jitter
+#: 0.5-2 (the FCN / DeepLab recipes). Instance (Mask R-CNN, trained on 2 images per GPU in its paper): AdamW at 2e-4
+#: as in docs/instance.md's recipes, mild scale jitter (0.75-1.25: a microscope's pixel is its scale) and a linear
+#: warmup over the first tenth of the run, at most 50 steps (:func:`instance_warmup_steps`).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "semantic": {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "eval_batch_size": 4,
+                 "scale_range": (0.5, 2.0), "warmup_steps": 0},
+    "instance": {"optimizer": "adamw", "lr": 2e-4, "batch_size": 2, "eval_batch_size": 2,
+                 "scale_range": (0.75, 1.25), "warmup_steps": None},
+}
+
+
+def instance_warmup_steps(total_steps: int) -> int:
+    """The instance task's default warmup: a tenth of the run, at most 50 steps."""
+    return min(50, total_steps // 10)
+
 
 @dataclass
 class TrainConfig:
@@ -27,8 +43,14 @@ class TrainConfig:
     ``input_scale`` rescales every image before the model sees it (0.5 trains and evaluates CamVid at half
     resolution); training crops are taken after it. Metrics are always computed at the masks' own resolution.
     Exactly one of ``epochs`` and ``steps`` sets the run's length, counted in optimizer steps (neither:
-    :data:`DEFAULT_EPOCHS` epochs); the poly schedule spans it. ``warmup_steps`` > 0 first ramps the LR linearly from ``warmup_factor * lr`` to ``lr``; the poly decay
-    then spans the remaining steps (the scheme of torchvision's segmentation references).
+    :data:`DEFAULT_EPOCHS` epochs); the poly schedule spans it. ``warmup_steps`` > 0 first ramps the LR linearly
+    from ``warmup_factor * lr`` to ``lr``; the poly decay then spans the remaining steps (the scheme of torchvision's
+    segmentation references).
+
+    ``optimizer``, ``lr``, ``batch_size``, ``eval_batch_size``, ``scale_range`` and ``warmup_steps`` left None take
+    the default of the model's task (:data:`TASK_DEFAULTS`: Mask R-CNN trains with AdamW at 2e-4 on batches of 2,
+    the semantic models with SGD at 0.01 on batches of 8). An instance run's default warmup depends on its length
+    and is set by the trainer once the length is known (:func:`instance_warmup_steps`).
 
     Scale: each optimizer step sees ``batch_size * grad_accum_steps * world_size`` images (``world_size`` processes
     under ``torchrun``). ``clip_grad_norm`` clips the global L2 norm of the gradients. ``precision`` is ``fp32``,
@@ -45,21 +67,21 @@ class TrainConfig:
     val_split: str = "val"
     epochs: int | None = None
     steps: int | None = None
-    batch_size: int = 8
-    eval_batch_size: int = 4
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
     crop_size: tuple[int, int] = (256, 256)
     input_scale: float = 1.0
-    scale_range: tuple[float, float] = (0.5, 2.0)
+    scale_range: tuple[float, float] | None = None
     hflip: bool = True
     color_jitter: float = 0.2
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    optimizer: str | None = None
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
-    warmup_steps: int = 0
+    warmup_steps: int | None = None
     warmup_factor: float = 0.001
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = None
@@ -80,7 +102,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs is None and self.steps is None:
             self.epochs = DEFAULT_EPOCHS
+        self.task = self._model_task()
+        for name, value in TASK_DEFAULTS[self.task].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.warmup_steps is None and self.steps is not None:
+            self.warmup_steps = instance_warmup_steps(self.steps)
         self.validate()
+
+    def _model_task(self) -> str:
+        """The task of ``model`` ("semantic" or "instance"), from the model registry.
+
+        Raises:
+            ConfigError: ``model`` is not a registered model (the message lists them).
+        """
+        from pixelwise.models import get_model_info
+
+        return get_model_info(self.model)["task"]
 
     def validate(self) -> None:
         """Raises ConfigError naming the bad value and what is accepted."""
@@ -102,9 +140,9 @@ class TrainConfig:
             raise ConfigError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         if not self.input_scale > 0:
             raise ConfigError(f"input_scale must be > 0, got {self.input_scale}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise ConfigError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        if self.steps is not None and self.warmup_steps >= self.steps:
+        if self.steps is not None and self.warmup_steps is not None and self.warmup_steps >= self.steps:
             raise ConfigError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         if not 0 < self.warmup_factor <= 1:
             raise ConfigError(f"warmup_factor must be in (0, 1], got {self.warmup_factor!r}")

@@ -49,7 +49,7 @@ from pixelwise.engine.checkpoint import (
     set_rng_state,
 )
 from pixelwise.engine import distributed
-from pixelwise.engine.config import TrainConfig
+from pixelwise.engine.config import TrainConfig, instance_warmup_steps
 from pixelwise.engine.inference import evaluate, resolve_device
 from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.losses import build_loss, median_frequency_weights
@@ -252,6 +252,8 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader) // cfg.grad_accum_steps
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        if cfg.warmup_steps is None:  # the instance task's default, which depends on the run's length
+            cfg.warmup_steps = instance_warmup_steps(self.total_steps)
         if cfg.warmup_steps >= self.total_steps:
             raise ConfigError(f"warmup_steps ({cfg.warmup_steps}) must be smaller than the run's "
                               f"{self.total_steps} steps")

@@ -10,11 +10,14 @@ the mask head of the small objects of microscopy images.)
 
 The costs of the knobs, on a CPU, where each is most of a step:
 
-- ``min_size`` / ``max_size``: images are resized so that their short side is ``min_size`` (long side at most
-  ``max_size``) before the backbone; time and memory grow with the pixel count. torchvision's 800 / 1333 is COCO's
-  protocol; 512 / 1024 is the default here (2.4x fewer pixels). ``min_size=None`` keeps every image at its own
-  scale (a microscope's pixel is its scale; and a model trained on crops then sees whole images at the same
-  scale, where resizing by the short side would enlarge the crops).
+- ``min_size`` / ``max_size``: with ``min_size`` set, images are resized so that their short side is ``min_size``
+  (long side at most ``max_size``) before the backbone; time and memory grow with the pixel count. torchvision's
+  800 / 1333 is COCO's protocol. The default here, ``min_size=None``, keeps every image at its own scale: a
+  microscope's pixel is its scale, and a model trained on crops then sees whole images at the scale it learned,
+  where resizing by the short side would enlarge the crops. Set ``min_size`` for photos whose resolutions differ
+  widely.
+- ``anchor_sizes``: one anchor size per pyramid level (strides 4 to 64). 16 ... 256 here, half torchvision's
+  32 ... 512, since images are not enlarged to 800 pixels and the objects of microscopy are small.
 - ``rois_per_image``: RoIs sampled per image to train the box and mask heads (torchvision: 512). The mask head runs
   on the positive ones, so this bounds its training cost.
 - ``detections_per_image``: the most instances kept per image at test time (torchvision: 100; 300 here, for the
@@ -171,11 +174,11 @@ class MaskRCNN(TorchvisionMaskRCNN):
         frozen_bn: bool | None = None,
         trainable_stages: int | None = None,
         fpn_channels: int = 256,
-        min_size: int | None = 512,
+        min_size: int | None = None,
         max_size: int = 1024,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
-        anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
+        anchor_sizes: Sequence[int] = (16, 32, 64, 128, 256),
         rois_per_image: int = 512,
         detections_per_image: int = 300,
         mask_head_channels: int = 256,
