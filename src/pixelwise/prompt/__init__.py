@@ -4,6 +4,11 @@
   its ViT-B / L / H configurations and :func:`build_sam`, which loads Meta's released checkpoints.
 - :mod:`pixelwise.prompt.sam_predictor`: :class:`SamPredictor`, one image encoding and many prompts (points, a box,
   an earlier mask).
+- :mod:`pixelwise.prompt.clicks`: the click protocol of interactive segmentation (Xu et al., CVPR 2016; Sofiiuk et
+  al., "RITM", ICIP 2022): the simulated user :func:`next_click`, :func:`click_maps`, :func:`run_clicks` and the
+  NoC@85 / NoC@90 scores of :func:`noc_summary`.
+- :mod:`pixelwise.prompt.baselines`: GrabCut and random-walker click models to run it on
+  (``pip install 'pixelwise[prompt-baselines]'``).
 
 >>> from pixelwise.prompt import SamPredictor, build_sam
 >>> predictor = SamPredictor(build_sam("vit_b", checkpoint="sam_vit_b_01ec64.pth"))  # doctest: +SKIP
@@ -13,6 +18,18 @@ from __future__ import annotations
 
 from pixelwise.prompt.sam import SAM_VARIANTS, Sam, SamCheckpointError, SamConfig, build_sam
 from pixelwise.prompt.sam_predictor import SamPredictor, resize_longest_side, resize_longest_side_shape
+from pixelwise.prompt.clicks import (
+    MIOU_AT_CLICKS,
+    Click,
+    click_maps,
+    error_distances,
+    iou,
+    next_click,
+    noc_summary,
+    number_of_clicks,
+    run_clicks,
+)
+from pixelwise.prompt.baselines import grabcut_segmenter, random_walker_segmenter
 
 __all__ = [
     "SAM_VARIANTS",
@@ -23,4 +40,16 @@ __all__ = [
     "build_sam",
     "resize_longest_side",
     "resize_longest_side_shape",
+    # the click protocol (pixelwise.prompt.clicks) and its classical baselines (pixelwise.prompt.baselines)
+    "MIOU_AT_CLICKS",
+    "Click",
+    "click_maps",
+    "error_distances",
+    "grabcut_segmenter",
+    "iou",
+    "next_click",
+    "noc_summary",
+    "number_of_clicks",
+    "random_walker_segmenter",
+    "run_clicks",
 ]
