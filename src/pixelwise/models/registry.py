@@ -52,8 +52,10 @@ _COMMON_ARGS = ("num_classes", "in_channels")
 
 
 #: What a registered model predicts. "semantic": ``model(images) -> logits (N, K, H, W)``; "instance": torchvision's
-#: detection contract (a list of (C, H, W) images in [0, 1] -> a list of dicts of boxes, labels, scores, masks).
-TASKS = ("semantic", "instance")
+#: detection contract (a list of (C, H, W) images in [0, 1] -> a list of dicts of boxes, labels, scores, masks);
+#: "prompt": a click model, ``model(images, clicks (N, 2, H, W), prev_mask (N, 1, H, W)) -> logits (N, 1, H, W)``
+#: (:mod:`pixelwise.models.click`).
+TASKS = ("semantic", "instance", "prompt")
 
 
 @dataclass(frozen=True)
@@ -229,17 +231,23 @@ def model_complexity(
     Returns:
         ``{"params": int, "flops": int | None}``; ``params`` counts trainable parameters only (FCN's fixed bilinear
         upsampling is not a parameter in any useful sense). ``flops`` is None for an instance model, whose cost
-        depends on how many regions it keeps.
+        depends on how many regions it keeps. A click model (task ``"prompt"``) is counted with its one output
+        and its three prompt channels (click disks, previous mask) beside the image.
 
     Raises:
         ConfigError: as :func:`build_model`.
     """
+    if _get_entry(name).task == "prompt":
+        num_classes = 1  # a click model has one output, the object, whatever a table's other models have
     with torch.device("meta"):
         model = build_model(name, num_classes, in_channels, **kwargs)
-    if _get_entry(name).task != "semantic":
+    if _get_entry(name).task == "instance":
         return {"params": count_parameters(model, trainable_only=True), "flops": None}
     model.eval()
     counter = FlopCounterMode(display=False)
+    inputs = [torch.empty(1, in_channels, *size, device="meta")]
+    if _get_entry(name).task == "prompt":  # the click disks and the previous mask beside the image
+        inputs += [torch.empty(1, 2, *size, device="meta"), torch.empty(1, 1, *size, device="meta")]
     with counter, torch.no_grad():
-        model(torch.empty(1, in_channels, *size, device="meta"))
+        model(*inputs)
     return {"params": count_parameters(model, trainable_only=True), "flops": int(counter.get_total_flops())}
