@@ -77,12 +77,17 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     print(f"\nvalidation ({cfg.val_split}) after {trainer.step} steps:")
     print(_metrics_table(trainer.task, metrics, trainer.classes))
-    print(f"best val {trainer.score_name} {100 * trainer.best_score:.2f}; checkpoints in {args.out}/best.pt and "
-          "last.pt")
+    best = (f"{trainer.best_score:.2f} (clicks, lower is better)" if trainer.task == "prompt"
+            else f"{100 * trainer.best_score:.2f}")
+    print(f"best val {trainer.score_name} {best}; checkpoints in {args.out}/best.pt and last.pt")
     return 0
 
 
 def _metrics_table(task: str, metrics: dict, classes: list[str]) -> str:
+    if task == "prompt":
+        from pixelwise.prompt.click_training import format_noc_table
+
+        return format_noc_table(metrics)
     if task == "instance":
         from pixelwise.instance_metrics import format_instance_table
 
@@ -103,6 +108,8 @@ def _eval(args: argparse.Namespace) -> int:
     card = predictor.card
     if card.task == "instance":
         return _eval_instances(args, predictor)
+    if card.task == "prompt":
+        return _eval_prompt(args, predictor)
     ds = build_dataset(args.data, args.split, transforms=predictor.transform, require_masks=True,
                        **_data_options(args))
     card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
@@ -161,6 +168,42 @@ def _eval_instances(args: argparse.Namespace, predictor) -> int:
     if args.json:
         out = {**metrics, "classes": list(ds.classes), "checkpoint": str(args.checkpoint), "data": str(args.data),
                "split": args.split}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(json_safe(out), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _eval_prompt(args: argparse.Namespace, predictor) -> int:
+    """``eval`` of a click model: the click protocol (RITM's simulated user, up to --max-clicks clicks per object)
+    over the split's objects, NoC@85 / NoC@90 / NoF / mIoU@k."""
+    import torch
+
+    from pixelwise.data.objects import build_object_dataset, object_eval_transforms
+    from pixelwise.errors import ConfigError
+    from pixelwise.metrics import json_safe
+    from pixelwise.prompt.click_training import evaluate_clicks, summarize_clicks
+
+    if args.report:
+        raise ConfigError("--report draws semantic metrics; for a click model use --json (NoC@85, NoC@90, mIoU@k)")
+    if args.max_objects is not None and args.max_objects < 1:
+        raise ConfigError(f"--max-objects must be >= 1, got {args.max_objects}")
+    if args.max_clicks < 1:
+        raise ConfigError(f"--max-clicks must be >= 1, got {args.max_clicks}")
+    card = predictor.card
+    ds = build_object_dataset(args.data, args.split, transforms=object_eval_transforms(card.mean, card.std),
+                              ignore_index=card.ignore_index, **_data_options(args))
+    card.check_dataset(list(ds.classes), ds.in_channels, f"{args.data} ({args.split})", args.checkpoint)
+    with torch.inference_mode():
+        ious = evaluate_clicks(predictor.model, ds, predictor.device, args.max_clicks, args.max_objects,
+                               progress=not args.quiet)
+    metrics = summarize_clicks(ious, args.max_clicks)
+    capped = f" (the first {len(ious)} of {len(ds)})" if len(ious) < len(ds) else ""
+    print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ious)} objects{capped}; click protocol, at most "
+          f"{args.max_clicks} clicks per object):")
+    print(_metrics_table("prompt", metrics, list(ds.classes)))
+    if args.json:
+        out = {**metrics, "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(json_safe(out), indent=2))
         print(f"wrote {args.json}")
@@ -462,8 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the metrics dict and class names here")
     e.add_argument("--max-detections", type=int, default=100, help="instance models: detections per image that "
                    "COCO AP counts (COCO's protocol: 100; raise it for images of more objects)")
+    e.add_argument("--max-objects", type=int, metavar="N", help="click models: score the first N objects of the "
+                   "split only (each object costs up to --max-clicks forward passes; default: all)")
+    e.add_argument("--max-clicks", type=int, default=20, help="click models: the click budget per object (the "
+                   "field's protocol: 20)")
     e.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="dataset reader options, as in training's "
-                   "data_kwargs, e.g. instances=connected_components")
+                   "data_kwargs, e.g. instances=connected_components or min_object_area=100")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")

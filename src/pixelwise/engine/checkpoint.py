@@ -30,9 +30,20 @@ from pixelwise.errors import CheckpointError
 #: The file layout written today; 1 is the flat layout before the ModelCard, still read.
 CHECKPOINT_VERSION = 2
 #: The tasks a card may name. Each has its own model outputs and :class:`pixelwise.Predictor` result type.
-TASKS = ("semantic", "instance")
-#: The validation score that picks ``best.pt``, per task (a fraction, higher is better).
-SCORES = {"semantic": "mIoU", "instance": "segm_AP"}
+TASKS = ("semantic", "instance", "prompt")
+#: The validation score that picks ``best.pt``, per task: mIoU and mask AP (fractions, higher is better), and the
+#: click protocol's NoC@85 (mean clicks to reach IoU 0.85, lower is better; :data:`LOWER_IS_BETTER`).
+SCORES = {"semantic": "mIoU", "instance": "segm_AP", "prompt": "NoC@85"}
+#: The scores of :data:`SCORES` that are better when lower.
+LOWER_IS_BETTER = frozenset({"NoC@85"})
+
+
+def score_improves(name: str, score: float, best: float) -> bool:
+    """Whether validation score ``name`` at ``score`` beats ``best``, the best so far (-1 before the first
+    validation: every score beats it, as no score of :data:`SCORES` is negative). A NaN never improves."""
+    if name in LOWER_IS_BETTER:
+        return score == score and (best < 0 or score < best)
+    return score > best
 
 
 @dataclass
@@ -46,8 +57,9 @@ class ModelCard:
         palette: K RGB colors, ``[r, g, b]`` in 0..255, in id order.
         mean, std: per-channel normalisation of images scaled to [0, 1] (C values each); an instance model
             normalises inside itself, and the card records its values.
-        task: what the model predicts: ``"semantic"`` (one class per pixel) or ``"instance"`` (one mask per object;
-            ``classes`` then excludes the background, and labels run 1..num_classes).
+        task: what the model predicts: ``"semantic"`` (one class per pixel), ``"instance"`` (one mask per object;
+            ``classes`` then excludes the background, and labels run 1..num_classes) or ``"prompt"`` (a click
+            model: the mask of the object a user clicks on; one class, ``"object"``).
         model_kwargs: the architecture's options (``build_model(model, num_classes, in_channels, **model_kwargs)``).
         in_channels: C, image channels the model takes: 3 (RGB) or 1 (grayscale).
         input_scale: images are resized by this factor before the model sees them; predictions come back at the
@@ -149,8 +161,8 @@ class Checkpoint:
         config: the resolved training config (:meth:`pixelwise.TrainConfig.to_dict`), or None.
         epoch, step: epochs and optimizer steps completed.
         metrics: the last validation's metrics, or None.
-        best_score: best validation score so far (:data:`SCORES`: mIoU, or mask AP for instances; -1 before the
-            first validation).
+        best_score: best validation score so far (:data:`SCORES`: mIoU, mask AP for instances, NoC@85 (lower is
+            better) for click models; -1 before the first validation).
         elapsed_s: seconds of training done so far, over every resumed process.
         epoch_loss: (sum, steps) of the train losses of an epoch under way when the file was written.
         world_size: processes of the run that wrote it.

@@ -18,12 +18,16 @@ DEFAULT_EPOCHS = 10
 #: What a field left unset (None) becomes, by the model's task. Semantic: SGD at 0.01, batches of 8, scale jitter
 #: 0.5-2 (the FCN / DeepLab recipes). Instance (Mask R-CNN, trained on 2 images per GPU in its paper): AdamW at 2e-4
 #: as in docs/instance.md's recipes, mild scale jitter (0.75-1.25: a microscope's pixel is its scale) and a linear
-#: warmup over the first tenth of the run, at most 50 steps (:func:`instance_warmup_steps`).
+#: warmup over the first tenth of the run, at most 50 steps (:func:`instance_warmup_steps`). Prompt (click models,
+#: RITM: Sofiiuk et al., ICIP 2022, trained with Adam at 5e-4): AdamW at 5e-4, batches of 8 objects, RITM's scale
+#: jitter 0.75-1.4, no warmup.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "semantic": {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "eval_batch_size": 4,
                  "scale_range": (0.5, 2.0), "warmup_steps": 0},
     "instance": {"optimizer": "adamw", "lr": 2e-4, "batch_size": 2, "eval_batch_size": 2,
                  "scale_range": (0.75, 1.25), "warmup_steps": None},
+    "prompt": {"optimizer": "adamw", "lr": 5e-4, "batch_size": 8, "eval_batch_size": 1,
+               "scale_range": (0.75, 1.4), "warmup_steps": 0},
 }
 
 
@@ -57,6 +61,11 @@ class TrainConfig:
     ``bf16`` (autocast on CPU or GPU) or ``fp16`` (autocast with a gradient scaler; CUDA only). ``channels_last``
     stores the model and each batch in NHWC; ``compile`` trains through ``torch.compile``; ``sync_bn`` turns every
     BatchNorm into SyncBatchNorm in multi-process CUDA runs.
+
+    ``prompt_kwargs`` are the click-training options of a click model (task ``"prompt"``; keys and defaults in
+    :data:`pixelwise.prompt.click_training.PROMPT_DEFAULTS`: ``initial_clicks``, ``iterations``, ``loss``,
+    ``val_max_clicks``, ``val_max_objects``); the resolved values are recorded. Runs of other tasks have none and do
+    not write the key.
     """
 
     data: str = "synthetic"
@@ -92,6 +101,7 @@ class TrainConfig:
     class_weights: str | list[float] | None = None
     loss: str = "cross_entropy"
     loss_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    prompt_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     ignore_index: int = 255
     seed: int = 0
     num_workers: int = 0
@@ -108,6 +118,10 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.warmup_steps is None and self.steps is not None:
             self.warmup_steps = instance_warmup_steps(self.steps)
+        if self.task == "prompt" and isinstance(self.prompt_kwargs, dict):
+            from pixelwise.prompt.click_training import PROMPT_DEFAULTS
+
+            self.prompt_kwargs = {**PROMPT_DEFAULTS, **self.prompt_kwargs}
         self.validate()
 
     def _model_task(self) -> str:
@@ -169,10 +183,37 @@ class TrainConfig:
                               f"got {self.data_kwargs!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
+        self._validate_prompt_kwargs()
+
+    def _validate_prompt_kwargs(self) -> None:
+        if not isinstance(self.prompt_kwargs, dict):
+            raise ConfigError(f"prompt_kwargs must be a mapping, got {self.prompt_kwargs!r}")
+        if self.task != "prompt":
+            if self.prompt_kwargs:
+                raise ConfigError(f"prompt_kwargs apply to click models (task prompt); {self.model} is a {self.task} "
+                                  "model")
+            return
+        from pixelwise.prompt.click_training import PROMPT_DEFAULTS
+
+        p = self.prompt_kwargs
+        unknown = sorted(set(p) - set(PROMPT_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown prompt_kwargs {', '.join(unknown)}; known: {', '.join(PROMPT_DEFAULTS)}")
+        for key, low in (("initial_clicks", 1), ("iterations", 0), ("val_max_clicks", 1)):
+            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < low:
+                raise ConfigError(f"prompt_kwargs.{key} must be an integer >= {low}, got {p[key]!r}")
+        objects = p["val_max_objects"]
+        if objects is not None and (isinstance(objects, bool) or not isinstance(objects, int) or objects < 1):
+            raise ConfigError(f"prompt_kwargs.val_max_objects must be a positive integer or null (all), got "
+                              f"{objects!r}")
+        if p["loss"] not in ("normalized_focal", "bce"):
+            raise ConfigError(f"prompt_kwargs.loss must be 'normalized_focal' or 'bce', got {p['loss']!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists, not tuples), so the dict survives YAML, JSON and ``weights_only`` loading."""
         out = dataclasses.asdict(self)
+        if not out["prompt_kwargs"]:  # only click models have them; other runs' records stay as they were
+            del out["prompt_kwargs"]
         for k, v in out.items():
             if isinstance(v, tuple):
                 out[k] = list(v)

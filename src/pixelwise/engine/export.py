@@ -45,6 +45,9 @@ def deploy_model(checkpoint: str | Path) -> tuple[DeployModel, ModelCard]:
     """The :class:`DeployModel` of a checkpoint (on the CPU, eval mode) and the checkpoint's :class:`ModelCard`."""
     predictor = Predictor.from_checkpoint(checkpoint, "cpu")
     card = predictor.card
+    if card.task == "prompt":
+        raise ConfigError(f"{checkpoint} holds a click model ({card.model}): export writes a semantic model's logits "
+                          "graph from images alone, and a click model also takes clicks and its previous mask")
     if card.task != "semantic":
         raise ConfigError(
             f"{checkpoint} holds an instance model ({card.model}): export writes a semantic model's logits graph. "

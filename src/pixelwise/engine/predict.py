@@ -86,10 +86,16 @@ def predict_files(
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     files = collect_inputs(inputs)
-    if isinstance(checkpoint, Predictor):
+    if isinstance(checkpoint, Predictor) or getattr(checkpoint, "task", None) == "prompt":
         predictor = checkpoint
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device)
+    if predictor.task == "prompt":
+        raise ConfigError(f"{getattr(predictor, 'source', None) or checkpoint} holds a click model "
+                          f"({predictor.card.model}): it segments the object a user clicks on, so it needs clicks, "
+                          "not only images; use Predictor.from_checkpoint(...).set_image(image) and .predict("
+                          "point_coords, point_labels)")
+    if not isinstance(checkpoint, Predictor):
         predictor.options = test_time or predictor.options
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from pixelwise.engine.instance import InstanceResult, evaluate_instances
 from pixelwise.errors import ConfigError
 from pixelwise.engine.inference import TTA_SCALES, InferenceOptions, class_scores, evaluate, resolve_device
 from pixelwise.viz import DEFAULT_ALPHA, colorize, overlay
+
+if TYPE_CHECKING:
+    from pixelwise.prompt.click_predictor import ClickPredictor
 
 __all__ = ["Predictor", "SemanticResult", "inference_options"]
 
@@ -138,7 +141,7 @@ class Predictor:
         stride: Sequence[int] | None = None,
         tta: bool = False,
         scales: Sequence[float] | None = None,
-    ) -> "Predictor":
+    ) -> "Predictor | ClickPredictor":
         """Build the checkpoint's model with its weights.
 
         Args:
@@ -148,10 +151,22 @@ class Predictor:
             tta: average the softmax over left-right flips and the scales ``scales`` (default
                 :data:`~pixelwise.engine.inference.TTA_SCALES`).
 
+        Returns:
+            A :class:`Predictor`; for a click model (task ``"prompt"``) a
+            :class:`~pixelwise.prompt.click_predictor.ClickPredictor`, with SamPredictor's ``set_image`` /
+            ``predict`` interface.
+
         Raises:
             CheckpointError: the checkpoint cannot be read or built. ConfigError: bad inference options.
         """
         checkpoint = load_checkpoint(path)
+        if checkpoint.card.task == "prompt":
+            from pixelwise.prompt.click_predictor import ClickPredictor
+
+            if (mode, crop, stride, tta, scales) != ("whole", None, None, False, None):
+                raise ConfigError(f"{checkpoint.card.model} is a click model: it runs on the whole image (no sliding "
+                                  "windows or test-time augmentation)")
+            return ClickPredictor(checkpoint.build_model(), checkpoint.card, device, source=path)
         options = inference_options(mode, crop, stride, tta, scales, checkpoint.card)
         return cls(checkpoint.build_model(), checkpoint.card, device, options, source=path)
 

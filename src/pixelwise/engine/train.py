@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,6 +41,7 @@ from pixelwise.data import (
 )
 from pixelwise.engine.checkpoint import (
     SCORES,
+    score_improves,
     Checkpoint,
     ModelCard,
     check_classes,
@@ -96,6 +98,18 @@ def _check_instance_options(cfg: TrainConfig) -> None:
             f"{cfg.model} is an instance model: {', '.join(unused)} apply to semantic models only (Mask R-CNN "
             "resizes images itself: model_kwargs.min_size / max_size; normalises them: model_kwargs.image_mean / "
             "image_std; and has its own losses)"
+        )
+
+
+def _check_prompt_options(cfg: TrainConfig) -> None:
+    """Options of semantic training that a click model has no use for: refused, never silently dropped."""
+    default = TrainConfig()
+    unused = [name for name in ("input_scale", "loss", "loss_kwargs", "class_weights")
+              if getattr(cfg, name) != getattr(default, name)]
+    if unused:
+        raise ConfigError(
+            f"{cfg.model} is a click model: {', '.join(unused)} apply to semantic models only (its loss is "
+            "prompt_kwargs.loss: normalized_focal or bce; it sees images at their own scale)"
         )
 
 
@@ -161,7 +175,8 @@ class Trainer:
     Files in ``out_dir``: ``config.yaml`` (the resolved config), ``log.jsonl`` (one ``{"type": "train"}`` line per
     ``log_every`` steps with loss, lr, ``data_s`` (seconds spent waiting for the loader) and ``step_s`` (the step's
     seconds, waiting included); one ``{"type": "val"}`` line per validation with every metric),
-    ``last.pt`` (after every epoch) and ``best.pt`` (best validation mIoU).
+    ``last.pt`` (after every epoch) and ``best.pt`` (best validation score, :data:`SCORES`: mIoU, mask AP, or the
+    lowest NoC@85 for a click model).
 
     Under ``torchrun`` (see :mod:`pixelwise.engine.distributed`) every process trains on its shard of each global
     batch through ``DistributedDataParallel``; validation is sharded too and its confusion matrices summed over
@@ -188,11 +203,19 @@ class Trainer:
         self.score_name = SCORES[self.task]
         if self.task == "instance":
             _check_instance_options(cfg)
-        raw_train = build_dataset(
-            cfg.data, cfg.train_split, require_masks=True, seed=cfg.seed, ignore_index=cfg.ignore_index,
-            **cfg.data_kwargs,
-        )
-        _check_data_task(raw_train, self.task, cfg)
+        if self.task == "prompt":
+            from pixelwise.data.objects import build_object_dataset
+
+            _check_prompt_options(cfg)
+            # Every object of any dataset: instances, or the connected components of a semantic one's classes.
+            raw_train = build_object_dataset(cfg.data, cfg.train_split, seed=cfg.seed, ignore_index=cfg.ignore_index,
+                                             **cfg.data_kwargs)
+        else:
+            raw_train = build_dataset(
+                cfg.data, cfg.train_split, require_masks=True, seed=cfg.seed, ignore_index=cfg.ignore_index,
+                **cfg.data_kwargs,
+            )
+            _check_data_task(raw_train, self.task, cfg)
         self.classes = list(raw_train.classes)
         ids = getattr(raw_train, "category_ids", None)
         self.category_ids = [int(v) for v in ids] if self.task == "instance" and ids is not None else None
@@ -213,6 +236,13 @@ class Trainer:
             self.class_weights = None
             tf = instance_train_transforms(crop, (lo, hi), cfg.hflip)
             val_tf = instance_eval_transforms()
+        elif self.task == "prompt":
+            from pixelwise.data.objects import object_eval_transforms, object_train_transforms
+
+            self.class_weights = None
+            tf = object_train_transforms(crop, (lo, hi), self.mean, self.std, cfg.ignore_index, cfg.hflip,
+                                         cfg.color_jitter, min_pixels=raw_train.min_object_area)
+            val_tf = object_eval_transforms(self.mean, self.std)
         else:
             # The cheap up-front scan: every mask's size and values, before any time is spent training.
             stats = class_statistics(raw_train)
@@ -237,15 +267,20 @@ class Trainer:
         self.collate = _collate(self.task, cfg.ignore_index)
         self.train_loader = _loader(self.train_set, cfg.batch_size, self.sampler, cfg, self.device, self.collate,
                                     shuffle=True)
-        self.val_set = build_dataset(
-            cfg.data, cfg.val_split, transforms=val_tf, require_masks=True, seed=cfg.seed,
-            ignore_index=cfg.ignore_index, **cfg.data_kwargs,
-        )
-        check_classes(self.classes, self.val_set.classes, f"{cfg.data} ({cfg.val_split})", "train split")
-        self.val_loader = _loader(
-            self.val_set, cfg.eval_batch_size, distributed.ShardSampler(len(self.val_set), self.world), cfg,
-            self.device, self.collate, shuffle=False,
-        )
+        if self.task == "prompt":
+            self.val_set = build_object_dataset(cfg.data, cfg.val_split, transforms=val_tf, seed=cfg.seed,
+                                                ignore_index=cfg.ignore_index, **cfg.data_kwargs)
+            self.val_loader = None  # the click protocol runs object by object (validate)
+        else:
+            self.val_set = build_dataset(
+                cfg.data, cfg.val_split, transforms=val_tf, require_masks=True, seed=cfg.seed,
+                ignore_index=cfg.ignore_index, **cfg.data_kwargs,
+            )
+            check_classes(self.classes, self.val_set.classes, f"{cfg.data} ({cfg.val_split})", "train split")
+            self.val_loader = _loader(
+                self.val_set, cfg.eval_batch_size, distributed.ShardSampler(len(self.val_set), self.world), cfg,
+                self.device, self.collate, shuffle=False,
+            )
 
         # An epoch is as many whole optimizer steps as the shuffled images fill; the few left over sit out that
         # epoch (a different few each time, since the permutation changes).
@@ -276,8 +311,9 @@ class Trainer:
             self.train_model = self.ddp
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        if self.task == "instance":
-            self.criterion = None  # Mask R-CNN returns its own losses (RPN, box, class, mask)
+        if self.task != "semantic":
+            # Mask R-CNN returns its own losses (RPN, box, class, mask); a click model's is prompt_kwargs.loss.
+            self.criterion = None
         else:
             try:
                 self.criterion = build_loss(cfg.loss, cfg.ignore_index, self.class_weights, **cfg.loss_kwargs)
@@ -423,6 +459,8 @@ class Trainer:
         cfg = self.cfg
         if self.task == "instance":
             return self._forward_backward_instances(micro_batches)
+        if self.task == "prompt":
+            return self._forward_backward_prompt(micro_batches)
         counts = [int((masks != cfg.ignore_index).sum()) for _, masks in micro_batches]
         total = distributed.all_reduce_sum(torch.tensor(float(sum(counts)), dtype=torch.float64), self.world)
         total = max(float(total), 1.0)
@@ -463,9 +501,60 @@ class Trainer:
             loss_acc += loss.detach().double() * share
         return float(distributed.all_reduce_sum(loss_acc, self.world)) / self.world.size
 
+    def _forward_backward_prompt(self, micro_batches: list) -> float:
+        """A click model's step (RITM, :mod:`pixelwise.prompt.click_training`): per micro-batch, the initial clicks
+        and 0..M iterations of the simulated user on the model's own errors without gradient
+        (:func:`~pixelwise.prompt.click_training.prepare_clicks`), then the training forward on the final clicks
+        and previous mask, and prompt_kwargs.loss, each micro-batch weighted by its share of the objects. The
+        clicks are drawn from the torch RNG (saved in checkpoints), so a resumed run draws the same ones. Returns
+        the step's loss (mean over ranks)."""
+        from pixelwise.prompt.click_training import click_loss, prepare_clicks
+
+        cfg, options = self.cfg, self.cfg.prompt_kwargs
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        total = sum(len(images) for images, _ in micro_batches)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=self.device)
+        for k, (images, masks) in enumerate(micro_batches):
+            images = images.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            masks = masks.to(self.device, non_blocking=True)
+            clicks, prev = prepare_clicks(self.model, images, masks, cfg.ignore_index, rng,
+                                          options["initial_clicks"], options["iterations"], self.amp_dtype)
+            share = len(images) / total
+            last = k == len(micro_batches) - 1
+            with self.ddp.no_sync() if self.ddp is not None and not last else nullcontext():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.train_model(images, clicks, prev)
+                loss = click_loss(options["loss"], logits, masks, cfg.ignore_index)
+                self.scaler.scale(loss * share).backward()
+            loss_acc += loss.detach().double() * share
+        return float(distributed.all_reduce_sum(loss_acc, self.world)) / self.world.size
+
+    def _validate_prompt(self) -> dict[str, Any]:
+        """The click protocol over the val split's objects (the first prompt_kwargs.val_max_objects), each process
+        running its shard and the IoU lists gathered in dataset order."""
+        from pixelwise.prompt.click_training import evaluate_clicks, summarize_clicks
+
+        options = self.cfg.prompt_kwargs
+        count = len(self.val_set)
+        if options["val_max_objects"] is not None:
+            count = min(count, options["val_max_objects"])
+        shard = list(range(self.world.rank, count, self.world.size))
+        ious = evaluate_clicks(self.model, self.val_set, self.device, options["val_max_clicks"], indices=shard,
+                               amp_dtype=self.amp_dtype)
+        if self.world.distributed:
+            gathered: list = [None] * self.world.size
+            torch.distributed.all_gather_object(gathered, ious)
+            ious = [gathered[i % self.world.size][i // self.world.size] for i in range(count)]
+        return summarize_clicks(ious, options["val_max_clicks"])
+
     def validate(self) -> dict[str, Any]:
-        """The validation split's metrics: :meth:`SegmentationMetrics.compute` (semantic) or
-        :meth:`pixelwise.instance_metrics.InstanceMetrics.compute` (instance, COCO AP)."""
+        """The validation split's metrics: :meth:`SegmentationMetrics.compute` (semantic),
+        :meth:`pixelwise.instance_metrics.InstanceMetrics.compute` (instance, COCO AP) or the click protocol's
+        :func:`~pixelwise.prompt.click_training.summarize_clicks` (prompt: NoC@85, NoC@90, ...)."""
+        if self.task == "prompt":
+            return self._validate_prompt()
         if self.task == "instance":
             from pixelwise.engine.instance import evaluate_instances
 
@@ -587,13 +676,18 @@ class Trainer:
                     {"type": "val", "epoch": self.epoch, "step": self.step, "train_loss": loss_sum / max(seen, 1),
                      "elapsed_s": round(self.elapsed(), 2), **_scalars(metrics), **per_class}
                 )
-                if self.progress:
+                if self.progress and self.task == "prompt":
+                    tqdm.write(
+                        f"epoch {self.epoch}: train loss {loss_sum / max(seen, 1):.4f}  val NoC@85 "
+                        f"{metrics['NoC@85']:.2f}  NoC@90 {metrics['NoC@90']:.2f}  mIoU@1 {100 * metrics['mIoU@1']:.2f}"
+                    )
+                elif self.progress:
                     second = "pixel_accuracy" if self.task == "semantic" else "bbox_AP"
                     tqdm.write(
                         f"epoch {self.epoch}: train loss {loss_sum / max(seen, 1):.4f}  val {self.score_name} "
                         f"{100 * metrics[self.score_name]:.2f}  {second} {100 * metrics[second]:.2f}"
                     )
-                if metrics[self.score_name] > self.best_score:
+                if score_improves(self.score_name, metrics[self.score_name], self.best_score):
                     self.best_score = metrics[self.score_name]
                     if self.world.is_main:
                         save_checkpoint(self.state(metrics), self.out_dir / "best.pt")

@@ -9,6 +9,10 @@
   NoC@85 / NoC@90 scores of :func:`noc_summary`.
 - :mod:`pixelwise.prompt.baselines`: GrabCut and random-walker click models to run it on
   (``pip install 'pixelwise[prompt-baselines]'``).
+- :mod:`pixelwise.prompt.click_training`: training click models that pixelwise builds
+  (:mod:`pixelwise.models.click`, ``click_unet`` and co., task ``"prompt"``) with RITM's iterative protocol, and
+  their evaluation by the click protocol; :mod:`pixelwise.prompt.click_predictor`: :class:`ClickPredictor`, such a
+  model behind SamPredictor's ``set_image`` / ``predict`` (what ``Predictor.from_checkpoint`` returns for one).
 
 >>> from pixelwise.prompt import SamPredictor, build_sam
 >>> predictor = SamPredictor(build_sam("vit_b", checkpoint="sam_vit_b_01ec64.pth"))  # doctest: +SKIP
