@@ -203,7 +203,7 @@ def test_cli_train_eval_json_and_the_card(tiny_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--steps", "3", *TINY_CLICK_TRAIN]) == 0
     out = capsys.readouterr().out
-    assert "NoC@85" in out and "lower is better" in out
+    assert "NoC@85" in out and "lower is better" in out and "train objects" in out
     ck = load_checkpoint(run / "best.pt")
     assert ck.card.task == "prompt" and ck.card.classes == ["object"] and ck.card.num_classes == 1
     assert ck.metrics["objects"] == 3 and 1 <= ck.best_score <= 4

@@ -56,10 +56,12 @@ def _train(args: argparse.Namespace) -> int:
     main = trainer.world.is_main  # under torchrun, rank 0 alone prints
     if main:
         procs = f" x {trainer.world.size} processes" if trainer.world.distributed else ""
+        items = "objects" if trainer.task == "prompt" else "images"  # a click model's sample is one object
+        classes = "" if trainer.task == "prompt" else f", {trainer.num_classes} classes"
         print(
-            f"training {cfg.model} on {cfg.data} ({len(trainer.train_set)} {cfg.train_split} images, "
-            f"{trainer.num_classes} classes) for {trainer.total_steps} steps ({trainer.num_epochs} epochs, "
-            f"{trainer.global_batch} images per step) on {trainer.device}{procs}; writing {args.out}",
+            f"training {cfg.model} on {cfg.data} ({len(trainer.train_set)} {cfg.train_split} {items}{classes}) for "
+            f"{trainer.total_steps} steps ({trainer.num_epochs} epochs, {trainer.global_batch} {items} per step) on "
+            f"{trainer.device}{procs}; writing {args.out}",
             flush=True,
         )
     try:
