@@ -18,8 +18,10 @@ The costs of the knobs, on a CPU, where each is most of a step:
   widely.
 - ``anchor_sizes``: one anchor size per pyramid level (strides 4 to 64). 16 ... 256 here, half torchvision's
   32 ... 512, since images are not enlarged to 800 pixels and the objects of microscopy are small.
-- ``rois_per_image``: RoIs sampled per image to train the box and mask heads (torchvision: 512). The mask head runs
-  on the positive ones, so this bounds its training cost.
+- ``rois_per_image``: RoIs sampled per image to train the box and mask heads (torchvision: 512; 256 here). The
+  mask head trains on the positive ones, up to a quarter, and on a CPU it is most of a step once the detector
+  finds objects: four 3x3 convolutions of 256 channels on 14x14 are about 1 GFLOP per RoI forward, 3 with the
+  backward, so 64 positives per image cost about 400 GFLOP a step of two images.
 - ``detections_per_image``: the most instances kept per image at test time (torchvision: 100; 300 here, for the
   hundreds of cells of a microscopy image). The mask head runs on each, at test time about linear in this.
 - ``mask_head_channels``: width of the four 3x3 convolutions of the mask head (256 in the paper), which run on
@@ -179,7 +181,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
         anchor_sizes: Sequence[int] = (16, 32, 64, 128, 256),
-        rois_per_image: int = 512,
+        rois_per_image: int = 256,
         detections_per_image: int = 300,
         mask_head_channels: int = 256,
         score_threshold: float = 0.05,
