@@ -237,6 +237,26 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(args: argparse.Namespace) -> int:
+    """The object that --point clicks and a --box pick out in one image, by a click model or SAM."""
+    from pixelwise.errors import ConfigError
+    from pixelwise.prompt.segment import load_prompt_model, parse_box, parse_point, segment_file
+
+    points = [parse_point(text) for text in args.point or []]
+    box = parse_box(args.box) if args.box is not None else None
+    if not points and box is None:
+        raise ConfigError("no prompt: give at least one --point x,y on the object (x,y,0 for a background point), "
+                          "or a --box x1,y1,x2,y2 with a SAM checkpoint")
+    model = load_prompt_model(args.checkpoint, args.device, args.sam_variant)
+    summary = segment_file(model, args.image, points, box, args.out, multimask=args.multimask)
+    best = summary["masks"][summary["best"]]
+    masks = ", ".join(m["file"] for m in summary["masks"])
+    print(f"wrote {masks}, {summary['overlay']} and {Path(args.image).stem}.json to {args.out} ({model.name}; "
+          f"{len(points)} point(s){' and a box' if box is not None else ''}; mask {best['area']:,} pixels = "
+          f"{100 * best['area_fraction']:.1f} % of the image, {model.score_name} {best['score']:.3f})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     """Export, then check the file against PyTorch on --check images (each at its own size)."""
     import torch
@@ -290,8 +310,14 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.max_upload_mb > 0:
             raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
         options["max_upload_bytes"] = max(1, round(args.max_upload_mb * 1e6))
+    from pixelwise.prompt.segment import is_sam_checkpoint, load_prompt_model
+
+    if args.sam_variant is not None or is_sam_checkpoint(args.checkpoint):
+        model = load_prompt_model(args.checkpoint, args.device, args.sam_variant)
+    else:
+        model = _predictor(args)
     # Options left out take create_app's defaults, the one place they are set.
-    app = create_app(_predictor(args), **{k: v for k, v in options.items() if v is not None})
+    app = create_app(model, save_to=args.save_to, **{k: v for k, v in options.items() if v is not None})
     sock = None
     try:
         family, _, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM,
@@ -312,9 +338,10 @@ def _serve(args: argparse.Namespace) -> int:
     if public:
         print(f"note: listening on {host}, reachable from other machines; the demo has no authentication",
               file=sys.stderr)
+    api = ("/api/prompt/image, /api/prompt/predict, /api/prompt/save" if app.state.serve.info.task == "prompt"
+           else "/api/segment, /api/segment.png")
     print(f"serving {args.checkpoint} on http://{f'[{host}]' if ':' in host else host}:{port}/ "
-          f"({app.state.segmenter.device}; API: /api/segment, /api/segment.png, /api/info; schema: /openapi.json)"
-          "; Ctrl-C stops", flush=True)
+          f"({app.state.serve.info.device}; API: {api}, /api/info; schema: /openapi.json); Ctrl-C stops", flush=True)
     config = uvicorn.Config(app, log_level="warning" if args.quiet else "info", access_log=not args.quiet)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
@@ -554,8 +581,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "at most Pillow's decompression-bomb threshold (default 40 megapixels)")
     sv.add_argument("--alpha", type=float, help="weight of the mask color in the overlay (default 0.5)")
     sv.add_argument("--quiet", action="store_true", help="no access log")
+    sv.add_argument("--sam-variant", choices=["vit_b", "vit_l", "vit_h"], help="a SAM checkpoint's variant (default: "
+                    "read off its tensors' shapes)")
+    sv.add_argument("--save-to", metavar="DIR", help="click models and SAM: the page's save button adds the image "
+                    "and the object's mask, under the class named on the page, to the folder dataset DIR "
+                    "(images/train/<id>.png, masks/train/<id>.png, classes.txt)")
     _inference_options(sv)
     sv.set_defaults(func=_serve)
+
+    sg = sub.add_parser("segment", help="the mask of the object that clicks (and a box) pick out in one image, by a "
+                        "click model or Segment Anything")
+    sg.add_argument("image", metavar="IMAGE", help="the image file")
+    sg.add_argument("--checkpoint", required=True, help="a click model trained by pixelwise (task prompt) or an "
+                    "official SAM checkpoint (sam_vit_b_01ec64.pth, ...)")
+    sg.add_argument("--point", action="append", metavar="X,Y[,LABEL]", help="a click in pixels from the top-left "
+                    "corner; LABEL 1 = object (default), 0 = background; repeat for more clicks")
+    sg.add_argument("--box", metavar="X1,Y1,X2,Y2", help="SAM only: a box around the object, in pixels")
+    sg.add_argument("--out", required=True, help="folder for <stem>_mask.png (0/255), <stem>_overlay.png and "
+                    "<stem>.json")
+    sg.add_argument("--sam-variant", choices=["vit_b", "vit_l", "vit_h"], help="the SAM checkpoint's variant "
+                    "(default: read off its tensors' shapes)")
+    sg.add_argument("--multimask", action="store_true", help="SAM only: its three candidate masks, "
+                    "<stem>_mask_<k>.png, with their predicted IoU in <stem>.json")
+    sg.add_argument("--device", default="auto")
+    sg.set_defaults(func=_segment)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("filter", nargs="?", default="", help="glob, e.g. 'unet*'")

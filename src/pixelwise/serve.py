@@ -38,16 +38,18 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from importlib import resources
 import tempfile
 import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -62,6 +64,18 @@ from pixelwise.engine.inference import InferenceOptions
 from pixelwise.engine.instance import InstanceResult
 from pixelwise.engine.predictor import Predictor
 from pixelwise.errors import ConfigError, DatasetError, PixelwiseError
+from pixelwise.prompt.segment import (
+    MASK_COLOR,
+    PromptModel,
+    PromptResult,
+    add_to_folder_dataset,
+    check_class_name,
+    check_prompt,
+    dataset_id,
+    is_sam_checkpoint,
+    load_prompt_model,
+    prompt_overlay,
+)
 from pixelwise.viz import DEFAULT_ALPHA, colorize, legend, overlay, save_class_png
 
 __all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "Segmenter", "ServeState",
@@ -139,9 +153,17 @@ class LimitsInfo(BaseModel):
     formats: list[str] = Field(description="Pillow names of the accepted image formats")
 
 
+class PromptInfo(BaseModel):
+    takes_box: bool = Field(description="whether prompts may hold a box (SAM) or clicks only (a click model)")
+    score: str = Field(description="what a mask's score is")
+    save_to: str | None = Field(description="the folder dataset POST /api/prompt/save writes to (None: no saving)")
+    max_images: int = Field(description="uploaded images kept; an older one's id is forgotten")
+
+
 class InfoResponse(BaseModel):
     model: str = Field(description="the architecture's name (see `pixelwise models`)")
-    task: str = Field(description="semantic (POST /api/segment) or instance (POST /api/instances)")
+    task: str = Field(description="semantic (POST /api/segment), instance (POST /api/instances) or prompt (a click "
+                                  "model or SAM: POST /api/prompt/image, /api/prompt/predict, /api/prompt/save)")
     checkpoint: str = Field(description="the checkpoint's file name")
     num_classes: int
     in_channels: int = Field(description="1: uploads are read as grayscale; 3: as RGB")
@@ -152,6 +174,7 @@ class InfoResponse(BaseModel):
     palette: list[list[int]] = Field(description="(R, G, B) of each class id")
     alpha: float = Field(description="weight of the mask color in the overlay")
     limits: LimitsInfo
+    prompt: PromptInfo | None = Field(None, description="task prompt: what prompts the model takes, where saves go")
 
 
 class HealthResponse(BaseModel):
@@ -160,6 +183,51 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str = Field(description="what is wrong with the request")
+
+
+class PromptImageResponse(BaseModel):
+    image_id: str = Field(description="the id to send with the image's prompts")
+    filename: str | None = Field(description="the uploaded file's name, as the client sent it")
+    width: int
+    height: int
+    embed_ms: float = Field(description="milliseconds to encode the image (SAM's image encoder), done once")
+
+
+class PromptRequest(BaseModel):
+    image_id: str = Field(description="from POST /api/prompt/image")
+    points: list[tuple[float, float]] = Field(default_factory=list, description="every click so far, in order: "
+                                              "[x, y] in pixels from the top-left corner")
+    labels: list[int] = Field(default_factory=list, description="one per point: 1 object, 0 background")
+    box: tuple[float, float, float, float] | None = Field(None, description="SAM only: [x1, y1, x2, y2]")
+
+
+class PromptResponse(BaseModel):
+    image_id: str
+    width: int
+    height: int
+    clicks: int = Field(description="points in the prompt")
+    score: float = Field(description="the mask's score (see /api/info: prompt.score)")
+    area: int = Field(description="pixels of the mask")
+    mask_png: str = Field(description="base64 PNG (H, W), 255 in the mask and 0 elsewhere")
+    overlay_png: str = Field(description="base64 RGB PNG: the mask, the clicks and the box over the image")
+    inference_ms: float = Field(description="milliseconds of the model's prompt decoding (0 when cached)")
+    cached: bool = Field(description="the mask of this very prompt was computed before (e.g. after an undo)")
+
+
+class SaveRequest(PromptRequest):
+    class_name: str = Field(description="the object's class; new names are appended to classes.txt")
+    split: str = Field("train", description="the dataset split to write to")
+
+
+class SaveResponse(BaseModel):
+    id: str = Field(description="the image's id in the dataset: images/<split>/<id>.png")
+    split: str
+    class_id: int = Field(description="the object's pixel value in the mask")
+    class_name: str
+    image: str = Field(description="the image file written")
+    mask: str = Field(description="the class-id mask file written (this image's saved objects so far)")
+    classes: str = Field(description="the class names file")
+    area: int = Field(description="pixels of this object")
 
 
 _ERRORS = {
@@ -288,6 +356,145 @@ class Segmenter:
             executor.shutdown(wait=True)
 
 
+# ------------------------------------------------------------------------------------------------ the prompt models
+
+
+@dataclass
+class _PromptImage:
+    """An uploaded image, its embedding, and the masks of the clicks so far: ``steps[k]`` is the result of the
+    first k + 1 clicks, each computed with the previous one's logits (RITM's and SAM's mask feedback)."""
+
+    filename: str | None
+    image: torch.Tensor
+    state: tuple
+    box: tuple | None = None
+    steps: list[tuple[tuple, PromptResult]] = field(default_factory=list)
+    saved: dict[str, str] = field(default_factory=dict)  # split -> its id in the dataset
+
+
+class PromptImages:
+    """The images uploaded to a prompt model's server, the last ``max_images``, encoded once each; one lock runs
+    the model (and writes the dataset) for one request at a time.
+
+    Args:
+        model: the click model or SAM.
+        max_images: images kept (each holds its embedding; SAM's is 4 MB).
+        save_to: the folder dataset of :meth:`save`, or None.
+    """
+
+    def __init__(self, model: PromptModel, max_images: int, save_to: Path | None) -> None:
+        self.model, self.max_images, self.save_to = model, max_images, save_to
+        self.images: OrderedDict[str, _PromptImage] = OrderedDict()
+        self.lock = threading.Lock()
+        self._current: str | None = None  # whose embedding the model holds
+
+    def add(self, image: torch.Tensor, filename: str | None) -> tuple[str, float]:
+        """Encode ``image``; returns its id and the milliseconds it took."""
+        with self.lock, _model_errors(image, self.model.device):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                self.model.set_image(image)
+            ms = 1000 * (time.perf_counter() - start)
+            image_id = secrets.token_hex(8)
+            self.images[image_id] = _PromptImage(filename, image, self.model.image_state())
+            self._current = image_id
+            while len(self.images) > self.max_images:
+                self.images.popitem(last=False)
+        return image_id, ms
+
+    def get(self, image_id: str) -> _PromptImage:
+        entry = self.images.get(image_id)
+        if entry is None:
+            raise UploadError(404, f"unknown image id {image_id!r}: upload the image again (POST /api/prompt/image; "
+                                   f"this server keeps the last {self.max_images} images)")
+        self.images.move_to_end(image_id)
+        return entry
+
+    def predict(self, request: PromptRequest) -> tuple[_PromptImage, PromptResult, float, bool]:
+        """The mask of the request's prompt: ``(image, result, milliseconds, cached)``."""
+        with self.lock:
+            return self._predict(request)
+
+    def _predict(self, request: PromptRequest) -> tuple[_PromptImage, PromptResult, float, bool]:
+        entry = self.get(request.image_id)
+        height, width = entry.image.shape[-2:]
+        points = [tuple(p) for p in request.points]
+        with _bad_request():
+            check_prompt(points, request.labels, request.box, (height, width), self.model)
+        clicks = tuple((x, y, int(label)) for (x, y), label in zip(points, request.labels))
+        box = tuple(request.box) if request.box is not None else None
+        if box != entry.box:
+            entry.steps, entry.box = [], box
+        keep = 0  # the steps of an earlier request that begin this prompt (an undo, or one click more)
+        while keep < min(len(entry.steps), len(clicks)) and entry.steps[keep][0] == clicks[: keep + 1]:
+            keep += 1
+        del entry.steps[keep:]
+        if clicks and keep == len(clicks):
+            return entry, entry.steps[-1][1], 0.0, True
+        if self._current != request.image_id:
+            self.model.restore_image(entry.state)
+            self._current = request.image_id
+        start = time.perf_counter()
+        with _model_errors(entry.image, self.model.device), torch.inference_mode():
+            if not clicks:  # a box alone
+                result = self.model.predict([], [], box)
+            for n in range(keep + 1, len(clicks) + 1):
+                previous = entry.steps[-1][1].feedback if entry.steps else None
+                result = self.model.predict([c[:2] for c in clicks[:n]], [c[2] for c in clicks[:n]], box,
+                                            mask_input=previous, multimask=n == 1 and box is None and
+                                            self.model.kind == "sam")
+                entry.steps.append((clicks[:n], result))
+        return entry, result, 1000 * (time.perf_counter() - start), False
+
+    def save(self, request: SaveRequest) -> dict:
+        """Add the mask of the request's prompt to the dataset ``save_to`` under ``class_name``."""
+        if self.save_to is None:
+            raise UploadError(409, "this server has nowhere to save: start it with a dataset folder, pixelwise serve "
+                                   "--checkpoint ... --save-to DIR")
+        with _bad_request():
+            class_name = check_class_name(request.class_name)
+        with self.lock:
+            entry, result, _, _ = self._predict(request)
+            if not result.mask.any():
+                raise UploadError(400, "the mask is empty: click on the object until the mask covers it, then save")
+            image_id = entry.saved.get(request.split)
+            new = image_id is None
+            if new:  # the upload's file name, made unique in the split
+                base = dataset_id(entry.filename)
+                taken = {p.stem for d in ("images", "masks") for p in (self.save_to / d / request.split).glob("*")}
+                image_id = next(f"{base}_{k}" if k > 1 else base for k in range(1, len(taken) + 2)
+                                if (f"{base}_{k}" if k > 1 else base) not in taken)
+            with _bad_request():
+                written = add_to_folder_dataset(self.save_to, request.split, image_id, entry.image, result.mask,
+                                                class_name, new)
+            entry.saved[request.split] = image_id
+        return {**written, "area": int(result.mask.sum())}
+
+
+@contextmanager
+def _bad_request() -> Iterator[None]:
+    """Turn a ConfigError or DatasetError (a bad prompt, class name or split) into a 400."""
+    try:
+        yield
+    except (ConfigError, DatasetError) as e:
+        raise UploadError(400, str(e)) from e
+
+
+@contextmanager
+def _model_errors(image: torch.Tensor, device) -> Iterator[None]:
+    """Turn the model's failures into 503 (out of memory) and 422 (it cannot take the image or prompt)."""
+    size = f"{image.shape[-1]} x {image.shape[-2]}"
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as e:
+        raise UploadError(503, f"the {device} device ran out of memory on a {size} image: try a smaller one") from e
+    except (RuntimeError, ValueError) as e:
+        if isinstance(e, PixelwiseError):
+            raise
+        raise UploadError(422, f"the model cannot segment this {size} image with this prompt "
+                               f"({(str(e).splitlines() or [type(e).__name__])[0]})") from e
+
+
 def _png(array: np.ndarray) -> bytes:
     """uint8 (H, W, 3) -> PNG bytes. zlib level 3, not Pillow's 6: a third of the time on photographs for a file
     about 1 % larger; the pixels are those of predict_files' ``<stem>_color.png`` and ``<stem>_overlay.png``."""
@@ -357,28 +564,33 @@ class BodyLimit:
 
 @dataclass
 class ServeState:
-    """What the routes read from ``app.state.serve``."""
+    """What the routes read from ``app.state.serve``; ``prompts`` is the image store of a prompt model's server."""
 
-    segmenter: Segmenter
+    segmenter: Segmenter | None
     info: InfoResponse
     page: str
     max_upload_bytes: int
     max_pixels: int
     alpha: float
+    prompts: "PromptImages | None" = None
 
 
 def create_app(
-    checkpoint: str | Path | Predictor,
+    checkpoint: str | Path | Predictor | PromptModel,
     device: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     test_time: InferenceOptions | None = None,
     alpha: float = DEFAULT_ALPHA,
+    save_to: str | Path | None = None,
+    sam_variant: str | None = None,
+    max_images: int = 8,
 ) -> FastAPI:
     """The FastAPI application of ``pixelwise serve`` (see the module docstring); the model is loaded here, once.
 
     Args:
-        checkpoint: a ``pixelwise train`` checkpoint, or a :class:`~pixelwise.engine.predictor.Predictor` (then
+        checkpoint: a ``pixelwise train`` checkpoint, an official SAM checkpoint, a
+            :class:`~pixelwise.engine.predictor.Predictor` or a :class:`~pixelwise.prompt.segment.PromptModel` (then
             ``device`` and ``test_time`` are its own).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``...
         max_upload_bytes: the largest uploaded file, in bytes.
@@ -386,10 +598,13 @@ def create_app(
             ``PIL.Image.MAX_IMAGE_PIXELS``.
         test_time: inference mode and test-time augmentation, as for ``pixelwise predict``.
         alpha: weight of the mask color in the overlay, in [0, 1].
+        save_to: a click model or SAM: the folder dataset that ``POST /api/prompt/save`` adds objects to.
+        sam_variant: the variant of a SAM checkpoint (default: read off its tensors' shapes).
+        max_images: a click model or SAM: the uploaded images (and their embeddings) kept.
 
     Raises:
         ConfigError: a non-positive limit, ``max_pixels`` above the decompression-bomb threshold, ``alpha``
-            outside [0, 1].
+            outside [0, 1], ``save_to`` for a model that takes no prompts.
         CheckpointError: the checkpoint cannot be read or built.
     """
     if max_upload_bytes < 1:
@@ -401,43 +616,71 @@ def create_app(
                           f"the pixel limit must be at least 1, got {max_pixels}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"the overlay alpha must be in [0, 1], got {alpha}")
-    if isinstance(checkpoint, Predictor):
+    if isinstance(checkpoint, (Predictor, PromptModel)) or getattr(checkpoint, "task", None) == "prompt":
         predictor = checkpoint
+    elif sam_variant is not None or is_sam_checkpoint(checkpoint):
+        predictor = load_prompt_model(checkpoint, device, sam_variant)
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device)
-        predictor.options = test_time or predictor.options
+        if isinstance(predictor, Predictor):
+            predictor.options = test_time or predictor.options
+    if not isinstance(predictor, (Predictor, PromptModel)):  # a ClickPredictor
+        predictor = PromptModel.from_click_predictor(predictor)
+    limits = LimitsInfo(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, formats=list(ACCEPTED_FORMATS))
     name = Path(predictor.source).name if predictor.source else "(in memory)"
-    card = predictor.card
-    class_info = [ClassInfo(id=k, name=n, color=c) for k, (n, c) in enumerate(legend(card.classes, card.palette))]
-    info = InfoResponse(
-        model=card.model, task=card.task, checkpoint=name, num_classes=len(class_info), in_channels=card.in_channels,
-        input_scale=card.input_scale, inference=predictor.options.describe(), device=str(predictor.device),
-        classes=class_info, palette=card.palette, alpha=alpha,
-        limits=LimitsInfo(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, formats=list(ACCEPTED_FORMATS)),
-    )
-    segmenter = Segmenter(predictor)
+    if isinstance(predictor, PromptModel):
+        if max_images < 1:
+            raise ConfigError(f"max_images must be at least 1, got {max_images}")
+        info = _prompt_info(predictor, name, alpha, limits, save_to, max_images)
+        segmenter, prompts = None, PromptImages(predictor, max_images, Path(save_to) if save_to else None)
+        description = (f"Promptable segmentation with {predictor.name}: upload an image to POST /api/prompt/image, "
+                       "then POST its id and clicks to /api/prompt/predict.")
+    else:
+        if save_to is not None:
+            raise ConfigError(f"--save-to is for click models and SAM; {name} holds a {predictor.task} model "
+                              f"({predictor.card.model}), which takes no clicks: leave --save-to out")
+        card = predictor.card
+        class_info = [ClassInfo(id=k, name=n, color=c)
+                      for k, (n, c) in enumerate(legend(card.classes, card.palette))]
+        info = InfoResponse(
+            model=card.model, task=card.task, checkpoint=name, num_classes=len(class_info),
+            in_channels=card.in_channels, input_scale=card.input_scale, inference=predictor.options.describe(),
+            device=str(predictor.device), classes=class_info, palette=card.palette, alpha=alpha, limits=limits,
+        )
+        segmenter, prompts = Segmenter(predictor), None
+        description = (f"Semantic segmentation with {card.model} ({len(class_info)} classes: "
+                       f"{', '.join(card.classes)}). Upload an image as multipart/form-data in the field `file`.")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        segmenter.close()
+        if segmenter is not None:
+            segmenter.close()
 
     from pixelwise import __version__
 
-    app = FastAPI(
-        title="pixelwise serve",
-        version=__version__,
-        description=f"Semantic segmentation with {card.model} ({len(class_info)} classes: "
-                    f"{', '.join(card.classes)}). Upload an image as multipart/form-data in the field `file`.",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="pixelwise serve", version=__version__, description=description, lifespan=lifespan)
     app.state.segmenter = segmenter
-    app.state.serve = ServeState(segmenter, info, render_page(info), max_upload_bytes, max_pixels, alpha)
+    app.state.serve = ServeState(segmenter, info, render_page(info), max_upload_bytes, max_pixels, alpha, prompts)
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK, upload_limit=max_upload_bytes)
     app.add_exception_handler(UploadError, upload_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.include_router(router)
+    app.include_router(common)
+    app.include_router(prompt_router if prompts is not None else router)
     return app
+
+
+def _prompt_info(model: PromptModel, name: str, alpha: float, limits: LimitsInfo, save_to: str | Path | None,
+                 max_images: int) -> InfoResponse:
+    color = "#{:02x}{:02x}{:02x}".format(*MASK_COLOR)
+    inference = "one mask per prompt: clicks" + (" and a box" if model.takes_box else "")
+    return InfoResponse(
+        model=model.name, task="prompt", checkpoint=name, num_classes=1, in_channels=model.in_channels,
+        input_scale=1.0, inference=inference, device=str(model.device),
+        classes=[ClassInfo(id=1, name="object", color=color)], palette=[list(MASK_COLOR)], alpha=alpha,
+        limits=limits, prompt=PromptInfo(takes_box=model.takes_box, score=model.score_name,
+                                         save_to=str(save_to) if save_to else None, max_images=max_images),
+    )
 
 
 async def upload_error(_request: Request, error: UploadError) -> JSONResponse:
@@ -515,20 +758,22 @@ def instances_upload(serve: ServeState, upload: UploadFile) -> dict:
             "inference_ms": round(ms, 3)}
 
 
-router = APIRouter()
+common = APIRouter()  # every server's routes
+router = APIRouter()  # a semantic or instance model's
+prompt_router = APIRouter()  # a click model's or SAM's
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@common.get("/", response_class=HTMLResponse, include_in_schema=False)
 def page(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.serve.page)
 
 
-@router.get("/health", response_model=HealthResponse, summary="liveness")
+@common.get("/health", response_model=HealthResponse, summary="liveness")
 def health() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get("/api/info", response_model=InfoResponse, summary="the model, its classes and the upload limits")
+@common.get("/api/info", response_model=InfoResponse, summary="the model, its classes and the upload limits")
 def api_info(request: Request) -> InfoResponse:
     return request.app.state.serve.info
 
@@ -563,6 +808,43 @@ def api_segment_png(
     return Response(pngs[kind], media_type="image/png", headers=headers)
 
 
+@prompt_router.post("/api/prompt/image", response_model=PromptImageResponse, responses=_ERRORS,
+                    summary="click model or SAM: upload an image, encoded once; its id goes with every prompt")
+def api_prompt_image(request: Request,
+                     file: UploadFile = File(..., description=f"the image ({_FORMAT_NAMES})")) -> PromptImageResponse:
+    serve = request.app.state.serve
+    data = _read_upload(serve, file)
+    with tempfile.TemporaryDirectory(prefix="pixelwise-serve-") as tmp:
+        image = decode_upload(data, file.filename, serve.info.in_channels, serve.max_pixels, Path(tmp))
+    image_id, ms = serve.prompts.add(image, file.filename)
+    return PromptImageResponse(image_id=image_id, filename=file.filename, width=int(image.shape[-1]),
+                               height=int(image.shape[-2]), embed_ms=round(ms, 3))
+
+
+@prompt_router.post("/api/prompt/predict", response_model=PromptResponse, responses={
+    **_ERRORS, 404: {"model": ErrorResponse, "description": "unknown (or forgotten) image id"}},
+    summary="the mask of an image's clicks so far (and SAM's box), each click refined from the previous mask")
+def api_prompt_predict(request: Request, body: PromptRequest) -> PromptResponse:
+    serve = request.app.state.serve
+    entry, result, ms, cached = serve.prompts.predict(body)
+    mask = result.mask
+    over = prompt_overlay(entry.image, mask, body.points, body.labels, body.box, alpha=serve.alpha)
+    return PromptResponse(
+        image_id=body.image_id, width=int(mask.shape[1]), height=int(mask.shape[0]), clicks=len(body.points),
+        score=result.score, area=int(mask.sum()), inference_ms=round(ms, 3), cached=cached,
+        mask_png=base64.b64encode(_png(mask.astype(np.uint8) * 255)).decode("ascii"),
+        overlay_png=base64.b64encode(_png(over)).decode("ascii"),
+    )
+
+
+@prompt_router.post("/api/prompt/save", response_model=SaveResponse, responses={
+    **_ERRORS, 404: {"model": ErrorResponse, "description": "unknown (or forgotten) image id"},
+    409: {"model": ErrorResponse, "description": "the server was started without --save-to"}},
+    summary="add the prompt's mask, as the class named, to the --save-to folder dataset")
+def api_prompt_save(request: Request, body: SaveRequest) -> SaveResponse:
+    return SaveResponse(**request.app.state.serve.prompts.save(body))
+
+
 # --------------------------------------------------------------------------------------------------------- the page
 
 
@@ -570,19 +852,24 @@ def render_page(info: InfoResponse) -> str:
     """The demo page (the package file ``pixelwise/static/serve.html``, inline CSS and JavaScript only: it must
     work with no network) with the model's details filled in."""
     classes = ", ".join(c.name for c in info.classes)
+    if info.prompt is not None:
+        saving = f"saving to {info.prompt.save_to}" if info.prompt.save_to else "no saving (--save-to DIR)"
+        summary = f"{html.escape(info.inference)} &middot; {html.escape(saving)}"
+        api = "POST api/prompt/image &middot; POST api/prompt/predict &middot; POST api/prompt/save"
+    else:
+        summary = f"{info.num_classes} classes ({html.escape(classes)}) &middot; {html.escape(info.inference)}"
+        api = ("POST api/segment (JSON) &middot; POST api/segment.png?kind=mask|color|overlay"
+               if info.task == "semantic" else "POST api/instances (JSON)")
     values = {
+        "__SUMMARY__": summary,
         "__MODEL__": html.escape(info.model),
         "__CHECKPOINT__": html.escape(info.checkpoint),
-        "__NUM_CLASSES__": str(info.num_classes),
-        "__CLASSES__": html.escape(classes),
-        "__INFERENCE__": html.escape(info.inference),
         "__DEVICE__": html.escape(info.device),
         "__MAX_BYTES__": str(info.limits.max_upload_bytes),
         "__MAX_MB__": f"{info.limits.max_upload_bytes / 1e6:g}",
         "__MAX_MP__": f"{info.limits.max_pixels / 1e6:g}",
         "__TASK__": info.task,
-        "__API__": ("POST api/segment (JSON) &middot; POST api/segment.png?kind=mask|color|overlay"
-                    if info.task == "semantic" else "POST api/instances (JSON)"),
+        "__API__": api,
     }
     text = resources.files("pixelwise").joinpath("static/serve.html").read_text(encoding="utf-8")
     for key, value in values.items():
