@@ -142,3 +142,23 @@ def proc_status_bytes(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_growth(fn: Callable[[], object], calls: int = 3) -> int:
+    """Bytes by which the resident set's peak (VmHWM) rises over ``calls`` calls of ``fn``, above the resident set
+    (VmRSS) before them: what the calls allocate on top of what is already built (model, data). Meant for a fresh
+    process (:func:`subprocess_peak_mib`), whose VmHWM no earlier work has raised."""
+    base = proc_status_bytes("VmRSS")
+    for _ in range(calls):
+        fn()
+    return proc_status_bytes("VmHWM") - base
+
+
+def subprocess_peak_mib(cmd: list[str]) -> float:
+    """MiB: run ``cmd`` (a benchmark re-invoking itself in a child mode that prints ``{"peak": bytes}`` as its last
+    line, e.g. from :func:`peak_growth`) in a fresh process and return that peak."""
+    import json
+    import subprocess
+
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak"] / 2**20
