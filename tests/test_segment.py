@@ -81,9 +81,11 @@ def test_segment_with_a_click_model_writes_its_mask_overlay_and_json(files, tmp_
     assert np.array_equal(mask == 255, masks[0])
     summary = json.loads((out / "cells.json").read_text())
     assert summary["points"] == [{"x": 20, "y": 15, "label": 1}, {"x": 5, "y": 35, "label": 0}]
-    assert summary["box"] is None and summary["model"] == "click_unet" and (summary["width"], summary["height"]) == (60, 40)
+    assert summary["box"] is None and summary["model"] == "click_unet"
+    assert (summary["width"], summary["height"]) == (60, 40)
     assert summary["masks"] == [{"file": "cells_mask.png", "score": pytest.approx(float(scores[0]), abs=1e-6),
-                                 "area": int(masks[0].sum()), "area_fraction": pytest.approx(masks[0].mean(), abs=1e-6)}]
+                                 "area": int(masks[0].sum()),
+                                 "area_fraction": pytest.approx(masks[0].mean(), abs=1e-6)}]
     overlay = _png(out / "cells_overlay.png")
     assert overlay.shape == (40, 60, 3)
     assert tuple(overlay[15, 20]) == (0, 200, 0) and tuple(overlay[35, 5]) == (230, 20, 20)  # the clicks' dots

@@ -52,11 +52,11 @@ LEGEND = """rows => rows.map(r => ({
 }))"""
 
 @contextmanager
-def _page_after_upload(checkpoint, image) -> Iterator[tuple[object, list[str]]]:
-    """``pixelwise serve CHECKPOINT`` in a subprocess and its page in headless Chromium, ``image`` uploaded through
-    the file input and the overlay loaded: yields ``(page, script_errors)``."""
+def _page_after_upload(checkpoint, image, *options: str) -> Iterator[tuple[object, list[str]]]:
+    """``pixelwise serve CHECKPOINT OPTIONS`` in a subprocess and its page in headless Chromium, ``image`` uploaded
+    through the file input and the overlay loaded: yields ``(page, script_errors)``."""
     sync_playwright = _sync_playwright()
-    with serve(checkpoint, "--device", "cpu", "--quiet", threads=1) as url, sync_playwright() as pw:
+    with serve(checkpoint, "--device", "cpu", "--quiet", *options, threads=1) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -121,3 +121,37 @@ def test_instance_page_shows_the_overlay_and_a_table_of_objects(tmp_path):
         scores = [float(r[2]) for r in rows]
         assert scores == sorted(scores, reverse=True)  # by descending score, as predict numbers them
         assert not script_errors, script_errors
+
+
+MASK_SHOWN = """() => !document.getElementById("mask-figure").hidden && overlay.src.startsWith("data:image/png")
+  && overlay.complete && overlay.naturalWidth > 0"""
+
+
+def test_prompt_page_clicks_show_the_mask_and_save_writes_a_dataset(tmp_path):
+    from test_segment import write_click_checkpoint, write_image
+
+    from pixelwise.cli import main
+
+    checkpoint = write_click_checkpoint(tmp_path / "click.pt")
+    image = write_image(tmp_path / "cells.png", size=(120, 180))
+    data = tmp_path / "labelled"
+    with _page_after_upload(checkpoint, image, "--save-to", str(data)) as (page, script_errors):
+        assert page.is_hidden("#mask-figure") and page.is_visible("#prompt-panel") and page.is_hidden("#legend-panel")
+        shown = page.locator("#overlay").bounding_box()
+        page.click("#overlay", position={"x": shown["width"] * 20.5 / 180, "y": shown["height"] * 30.5 / 120})
+        page.wait_for_function(MASK_SHOWN, timeout=30_000)
+        sizes = page.evaluate("() => [overlay.naturalWidth, overlay.naturalHeight, mask.naturalWidth]")
+        assert sizes == [180, 120, 180]
+        assert page.inner_text("#status").startswith("1 click: mask of")
+        page.click("#overlay", button="right", position={"x": 5, "y": 5})  # a background point, no context menu
+        page.wait_for_function("() => document.querySelectorAll('#clicks li').length === 2", timeout=30_000)
+        items = page.eval_on_selector_all("#clicks li", "items => items.map(i => i.textContent)")
+        assert items[0] == "object (20, 30)" and items[1].startswith("background (")
+        page.fill("#class-name", "cell")
+        page.click("#save")
+        page.wait_for_selector("#saved:has-text('Saved cell')", timeout=30_000)
+        assert not script_errors, script_errors
+    assert (data / "classes.txt").read_text() == "background\ncell\n"
+    mask = np.array(Image.open(data / "masks" / "train" / "cells.png"))
+    assert mask.shape == (120, 180) and set(np.unique(mask)) <= {0, 1} and mask.any()
+    assert main(["datasets", "check", str(data), "--quiet"]) == 0

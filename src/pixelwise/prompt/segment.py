@@ -31,7 +31,8 @@ from PIL import Image, ImageDraw
 from pixelwise.errors import CheckpointError, ConfigError, DatasetError
 
 __all__ = ["MASK_COLOR", "PromptModel", "PromptResult", "add_to_folder_dataset", "check_class_name",
-           "check_prompt", "dataset_id", "is_sam_checkpoint", "load_prompt_model", "parse_box", "parse_point", "prompt_overlay",
+           "check_prompt", "dataset_id", "is_sam_checkpoint", "load_prompt_model", "parse_box", "parse_point",
+           "prompt_overlay",
            "sam_config_from_state_dict", "segment_file"]
 
 #: The mask's color in overlays (RGB).
