@@ -262,7 +262,9 @@ def test_serve_a_sam_checkpoint_with_a_box(files):
         assert "api/prompt/predict" in client.get("/").text
 
 
-def test_serve_save_to_needs_a_prompt_model(files, tmp_path, capsys):
+def test_serve_options_that_do_not_fit_the_model(files, tmp_path, capsys):
     assert main(["serve", "--checkpoint", str(files["semantic"]), "--save-to", str(tmp_path / "d"),
                  "--device", "cpu", "--port", "0"]) == 2
     assert "--save-to is for click models and SAM" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", str(files["sam"]), "--tta", "--device", "cpu", "--port", "0"]) == 2
+    assert "SAM runs on the whole image" in capsys.readouterr().err

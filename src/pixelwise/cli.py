@@ -313,6 +313,9 @@ def _serve(args: argparse.Namespace) -> int:
     from pixelwise.prompt.segment import is_sam_checkpoint, load_prompt_model
 
     if args.sam_variant is not None or is_sam_checkpoint(args.checkpoint):
+        if (args.mode, args.crop, args.stride, args.tta, args.scales) != ("whole", None, None, False, None):
+            raise ConfigError("SAM runs on the whole image, one prompt at a time: leave out --mode, --crop, "
+                              "--stride, --tta and --scales")
         model = load_prompt_model(args.checkpoint, args.device, args.sam_variant)
     else:
         model = _predictor(args)

@@ -15,6 +15,25 @@ Endpoints (documented in ``/openapi.json``; ``/docs`` is FastAPI's Swagger page,
   as base64); the page then lists the objects. The semantic endpoints answer 409 on an instance server and back.
 - ``GET /api/info``: the model and its task, its classes and palette, ``input_scale``, the inference mode and the
   upload limits.
+
+A promptable model, a click model that ``pixelwise train`` wrote (task ``prompt``) or an official Segment Anything
+checkpoint (``pixelwise serve --checkpoint sam_vit_b_01ec64.pth [--sam-variant vit_b] [--save-to DIR]``), gets a page
+on which a left click marks the object and a right click the background, and instead of the endpoints above:
+
+- ``POST /api/prompt/image``: the upload, encoded once (SAM's image encoder) -> JSON :class:`PromptImageResponse`
+  (its ``image_id``, width and height). The server keeps the last ``max_images`` images with their embeddings.
+- ``POST /api/prompt/predict``: JSON :class:`PromptRequest` (``image_id``, every click so far as ``points`` [[x, y],
+  ...] and ``labels`` 1 object / 0 background; SAM: an optional ``box``) -> JSON :class:`PromptResponse` (score,
+  area, the 0/255 mask and the overlay as base64 PNGs). The k-th click's mask is computed from the first k clicks
+  with the (k-1)-th mask's logits fed back, as an interactive session does; the server keeps each image's history,
+  so a request with fewer clicks (an undo) is answered from it and only a new click runs the model's decoder.
+- ``POST /api/prompt/save``: JSON :class:`SaveRequest` (a prompt and a ``class_name``, ``split`` "train") -> the
+  prompt's mask added to the ``--save-to`` folder dataset (:func:`pixelwise.prompt.segment.add_to_folder_dataset`:
+  ``images/<split>/<id>.png``, the class ids in ``masks/<split>/<id>.png``, ``classes.txt`` with ``background``
+  first); objects of one image accumulate in its mask. 409 without ``--save-to``.
+
+Their errors are 4xx with ``{"detail": message}`` as well: 404 an unknown image id, 400 an empty prompt, a point or
+box outside the image, a box for a click model, a class name with a path separator.
 - ``GET /health``: ``{"status": "ok"}``.
 
 An upload is read exactly as ``pixelwise predict`` reads a file (:func:`pixelwise.data.io.read_image`: EXIF
