@@ -15,9 +15,9 @@ defaults but ``min_size``/``max_size`` = ``size``):
 For each: seconds per training step (forward with targets, backward, SGD step) and seconds per image at test time
 (eval mode, batch 1, no score threshold, so that each model keeps its 100 best detections: the mask head and the
 pasting of masks run once per detection, and test time follows that count); the peak memory of each, measured
-apart: in a fresh process per model and mode, the growth of the resident set's peak (VmHWM) over three training
-steps or three inferences above the process with the model and data built (so gradients, optimizer state and
-activations, not the weights); then torch.profiler's top operators of one pixelwise ResNet-50 training step.
+apart: in fresh processes that build only that model (``--memory-repeats``, median), the growth of the resident
+set's peak (VmHWM) over three training steps or three inferences above the process with the model and data built
+(so gradients, optimizer state and activations, not the weights); then torch.profiler's top operators of one pixelwise ResNet-50 training step.
 
 Writes benchmarks/results/instance_speed[_2threads][_jemalloc].md and the docs section between the markers
 ``instance_speed``.
@@ -89,26 +89,34 @@ PEER = "torchvision ResNet-50 FPN"
 ROWS = (PEER, "ResNet-50 FPN", "ResNet-18 FPN", "MobileNetV2 FPN")
 
 
+def _build(name: str, size: int) -> torch.nn.Module:
+    """One row's model, random weights. torchvision's settings (image size, anchors 32-512) but for the size. No
+    score threshold: every model keeps its 100 best detections, so the heads do the same work per image."""
+    if name == PEER:
+        return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
+                                     min_size=size, max_size=size, box_score_thresh=0.0)
+    backbone = {"ResNet-50 FPN": "resnet50", "ResNet-18 FPN": "resnet18", "MobileNetV2 FPN": "mobilenet_v2"}[name]
+    return build_model("maskrcnn", NUM_CLASSES, backbone=backbone, min_size=size, max_size=size,
+                       anchor_sizes=(32, 64, 128, 256, 512), detections_per_image=100, rois_per_image=512,
+                       score_threshold=0.0)
+
+
 def _models(size: int) -> dict[str, torch.nn.Module]:
-    # torchvision's settings (image size, anchors 32-512) but for the size. No score threshold: every model keeps
-    # its 100 best detections, so the heads do the same work per image.
-    common = {"min_size": size, "max_size": size, "anchor_sizes": (32, 64, 128, 256, 512),
-              "detections_per_image": 100, "rois_per_image": 512, "score_threshold": 0.0}
+    """Every row's model; pixelwise's ResNet-50 FPN gets torchvision's weights (so the same detections)."""
     torch.manual_seed(0)
-    peer = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1, min_size=size,
-                                 max_size=size, box_score_thresh=0.0)
-    ours = build_model("maskrcnn", NUM_CLASSES, backbone="resnet50", **common)
-    ours.load_state_dict(from_torchvision_state_dict(peer.state_dict()))
-    return dict(zip(ROWS, (peer, ours, build_model("maskrcnn", NUM_CLASSES, backbone="resnet18", **common),
-                           build_model("maskrcnn", NUM_CLASSES, backbone="mobilenet_v2", **common))))
+    models = {name: _build(name, size) for name in ROWS}
+    models["ResNet-50 FPN"].load_state_dict(from_torchvision_state_dict(models[PEER].state_dict()))
+    return models
 
 
 def peak_memory_child(name: str, mode: str, args) -> None:
-    """In a fresh process: the growth of VmHWM over 3 training steps or 3 inferences (bytes), above the process
-    with the models and data built."""
+    """In a fresh process that builds only this model: the growth of VmHWM over 3 training steps or 3 inferences
+    (bytes), above the process with the model and data built. (Building the other models too would leave freed
+    heap behind, which later allocations reuse unevenly.)"""
     torch.set_num_threads(args.threads)
     images, targets = _data(args.size)
-    model = _models(args.size)[name]
+    torch.manual_seed(0)
+    model = _build(name, args.size)
     run = TrainStep(model, images, targets) if mode == "train" else Infer(model, images[0])
     base = proc_status_bytes("VmRSS")
     for _ in range(3):
@@ -116,12 +124,17 @@ def peak_memory_child(name: str, mode: str, args) -> None:
     print(json.dumps({"peak": proc_status_bytes("VmHWM") - base}))
 
 
-def peak_memory(name: str, mode: str, args) -> float:
-    """MiB: :func:`peak_memory_child` in a subprocess."""
+def peak_memory(name: str, mode: str, args) -> str:
+    """MiB, "median (lowest-highest)" of :func:`peak_memory_child` in ``--memory-repeats`` fresh subprocesses: the
+    growth of the resident set depends on how the heap was left by building the model, and varies by about 100 MiB
+    from one process to the next at inference."""
     cmd = [sys.executable, __file__, "--peak-memory-child", name, mode, "--size", str(args.size),
            "--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak"] / 2**20
+    peaks = []
+    for _ in range(args.memory_repeats):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        peaks.append(json.loads(out.strip().splitlines()[-1])["peak"] / 2**20)
+    return f"{statistics.median(peaks):.0f} ({min(peaks):.0f}-{max(peaks):.0f})"
 
 
 def _profile(model: torch.nn.Module, images, targets, top: int = 12) -> list[str]:
@@ -144,6 +157,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per peak-memory figure")
     ap.add_argument("--peak-memory-child", nargs=2, metavar=("ROW", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peak_memory_child:
@@ -163,19 +177,19 @@ def main() -> None:
         ratio_t, lo_t, hi_t = ratio_spread(train[name], train[peer])
         ratio_i, lo_i, hi_i = ratio_spread(infer[name], infer[peer])
         lines.append(f"| {name} | {params:.1f} | {statistics.median(train[name]):.2f} | {ratio_t:.2f} "
-                     f"({lo_t:.2f}-{hi_t:.2f}) | {peak_memory(name, 'train', args):.0f} | "
+                     f"({lo_t:.2f}-{hi_t:.2f}) | {peak_memory(name, 'train', args)} | "
                      f"{statistics.median(infer[name]):.2f} | {Infer(model, images[0])()} | {ratio_i:.2f} "
-                     f"({lo_i:.2f}-{hi_i:.2f}) | {peak_memory(name, 'infer', args):.0f} |")
+                     f"({lo_i:.2f}-{hi_i:.2f}) | {peak_memory(name, 'infer', args)} |")
         print(lines[-1], flush=True)
     heap, suffix, env = allocator()
     flags = "".join(f" --{k} {v}" for k, v in (("size", args.size), ("repeats", args.repeats),
-                                               ("threads", args.threads)))
+                                               ("threads", args.threads), ("memory-repeats", args.memory_repeats)))
     text = "\n".join(lines) + (
         f"\n\nCommand: `{env}python benchmarks/instance_speed.py{flags}`; random weights and images, two images of "
         f"8 boxes with masks per training step, SGD; speed ratio = torchvision's seconds / ours, median of "
         f"{args.repeats} interleaved rounds (lowest-highest); peak memory = growth of the resident set's peak over "
-        f"3 steps or 3 inferences in a fresh process per model, above the built model and data; {machine()}, "
-        f"{heap}.\n\n"
+        f"3 steps or 3 inferences in a fresh process that builds only that model, above the built model and data, "
+        f"median of {args.memory_repeats} processes (lowest-highest); {machine()}, {heap}.\n\n"
         f"Where one training step of pixelwise's ResNet-50 FPN goes (torch.profiler, self CPU time):\n\n"
         + "\n".join(_profile(models["ResNet-50 FPN"], images, targets)) + "\n"
     )
