@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomScale, augment_and_normalize, eval_transforms
 from pixelwise.errors import DatasetError
 
 __all__ = ["ObjectDataset", "build_object_dataset", "object_eval_transforms", "object_train_transforms",
@@ -181,15 +180,9 @@ def object_train_transforms(
     """Training augmentation of ``(image uint8 (C, H, W), mask int64 (H, W))``: random scale (image bilinear, mask
     nearest), :class:`ObjectCrop` to ``crop_size``, horizontal flip, color jitter, then the image to float32 and
     normalised. Output: ``(float32 (C, h, w), int64 (h, w))``, ``(h, w) = crop_size``."""
-    ops: list[v2.Transform] = [RandomScale(scale_range), ObjectCrop(crop_size, min_pixels, ignore_index)]
-    if hflip:
-        ops.append(v2.RandomHorizontalFlip())
-    if color_jitter:
-        ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return v2.Compose(ops)
+    ops = [RandomScale(scale_range), ObjectCrop(crop_size, min_pixels, ignore_index)]
+    return augment_and_normalize(ops, mean, std, hflip, color_jitter)
 
 
-def object_eval_transforms(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """Evaluation: the image to float32, normalised; the mask untouched (the whole image is evaluated)."""
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+#: Evaluation: the image to float32, normalised; the mask untouched (the whole image is evaluated).
+object_eval_transforms = eval_transforms

@@ -62,12 +62,17 @@ def train_transforms(
     color jitter, then float conversion and normalisation of the image. Input: ``(Image uint8 (C,H,W),
     Mask int64 (H,W))``; output: ``(Image float32 (C,h,w), Mask int64 (h,w))`` with ``(h, w) = crop_size``.
     """
-    ops: list[v2.Transform] = [
-        RandomScale(scale_range),
-        v2.RandomCrop(
-            tuple(crop_size), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-        ),
-    ]
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    crop = v2.RandomCrop(tuple(crop_size), pad_if_needed=True, fill=fill)
+    return augment_and_normalize([RandomScale(scale_range), crop], mean, std, hflip, color_jitter)
+
+
+def augment_and_normalize(ops: list[v2.Transform], mean: Sequence[float], std: Sequence[float], hflip: bool,
+                          color_jitter: float) -> v2.Compose:
+    """``ops`` (the geometric part: scale and crop), then a random horizontal flip, color jitter (brightness,
+    contrast, saturation by ``color_jitter``; 0: none) and the image to float32, normalised by ``mean`` / ``std``:
+    the tail every training pipeline of ``(image, mask)`` pairs shares."""
+    ops = list(ops)
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
     if color_jitter:

@@ -466,10 +466,7 @@ class Trainer:
         total = max(float(total), 1.0)
         loss_acc = torch.zeros((), dtype=torch.float64, device=self.device)
         for k, (images, masks) in enumerate(micro_batches):
-            images = images.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            masks = masks.to(self.device, non_blocking=True)
+            images, masks = self._to_device(images, masks)
             share = counts[k] / total
             # Gradients are all-reduced across processes only on the last micro-batch; DDP averages them over the
             # ranks, hence the factor world_size.
@@ -501,6 +498,13 @@ class Trainer:
             loss_acc += loss.detach().double() * share
         return float(distributed.all_reduce_sum(loss_acc, self.world)) / self.world.size
 
+    def _to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the run's device, the images in NHWC when ``channels_last``."""
+        images = images.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks.to(self.device, non_blocking=True)
+
     def _forward_backward_prompt(self, micro_batches: list) -> float:
         """A click model's step (RITM, :mod:`pixelwise.prompt.click_training`): per micro-batch, the initial clicks
         and 0..M iterations of the simulated user on the model's own errors without gradient
@@ -515,10 +519,7 @@ class Trainer:
         total = sum(len(images) for images, _ in micro_batches)
         loss_acc = torch.zeros((), dtype=torch.float64, device=self.device)
         for k, (images, masks) in enumerate(micro_batches):
-            images = images.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            masks = masks.to(self.device, non_blocking=True)
+            images, masks = self._to_device(images, masks)
             clicks, prev = prepare_clicks(self.model, images, masks, cfg.ignore_index, rng,
                                           options["initial_clicks"], options["iterations"], self.amp_dtype)
             share = len(images) / total
