@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish  # noqa: E402
 from _timing import (  # noqa: E402
-    allocator, interleaved_rounds, machine, proc_status_bytes, ratio_spread, threads_suffix,
+    allocator, interleaved_rounds, machine, peak_growth, ratio_spread, subprocess_peak_mib, threads_suffix,
 )
 
 from pixelwise.models import build_model  # noqa: E402
@@ -118,10 +117,7 @@ def peak_memory_child(name: str, mode: str, args) -> None:
     torch.manual_seed(0)
     model = _build(name, args.size)
     run = TrainStep(model, images, targets) if mode == "train" else Infer(model, images[0])
-    base = proc_status_bytes("VmRSS")
-    for _ in range(3):
-        run()
-    print(json.dumps({"peak": proc_status_bytes("VmHWM") - base}))
+    print(json.dumps({"peak": peak_growth(run, 3)}))
 
 
 def peak_memory(name: str, mode: str, args) -> str:
@@ -130,10 +126,7 @@ def peak_memory(name: str, mode: str, args) -> str:
     from one process to the next at inference."""
     cmd = [sys.executable, __file__, "--peak-memory-child", name, mode, "--size", str(args.size),
            "--threads", str(args.threads)]
-    peaks = []
-    for _ in range(args.memory_repeats):
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        peaks.append(json.loads(out.strip().splitlines()[-1])["peak"] / 2**20)
+    peaks = [subprocess_peak_mib(cmd) for _ in range(args.memory_repeats)]
     return f"{statistics.median(peaks):.0f} ({min(peaks):.0f}-{max(peaks):.0f})"
 
 

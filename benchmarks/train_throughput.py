@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import publish_unless_subset, rows_flag  # noqa: E402
 from _timing import (  # noqa: E402
-    allocator, interleaved_rounds, machine, proc_status_bytes, ratio_spread, threads_suffix,
+    allocator, interleaved_rounds, machine, peak_growth, ratio_spread, subprocess_peak_mib, threads_suffix,
 )
 
 from pixelwise.models import build_model, count_parameters  # noqa: E402
@@ -142,10 +141,7 @@ def peak_memory_child(row: str, side: str, args) -> None:
     """In a fresh process: VmHWM growth over 3 training steps (bytes) after the model and batch are built."""
     torch.set_num_threads(args.threads)
     step = Step(build(row, side), "cpu", args.batch, args.size, args.precision, args.channels_last)
-    base = proc_status_bytes("VmRSS")
-    for _ in range(3):
-        step()
-    print(json.dumps({"peak": proc_status_bytes("VmHWM") - base}))
+    print(json.dumps({"peak": peak_growth(step, 3)}))
 
 
 def peak_memory(row: str, side: str, args) -> float:
@@ -163,8 +159,7 @@ def peak_memory(row: str, side: str, args) -> float:
            "--size", str(args.size), "--precision", args.precision, "--threads", str(args.threads)]
     if args.channels_last:
         cmd.append("--channels-last")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak"] / 2**20
+    return subprocess_peak_mib(cmd)
 
 
 def main() -> None:
