@@ -54,23 +54,30 @@ def test_forward_shapes_at_any_size(name, options, channels):
         model(torch.randn(n, channels, h, w), torch.zeros(n, 2, h, w + 1), torch.zeros(n, 1, h, w))
 
 
-def test_pretrained_first_conv_keeps_its_filters_and_the_click_channels_start_at_zero(mobilenet_v2_weights):
+def test_pretrained_first_conv_keeps_its_filters_and_the_click_channels_start_at_their_spread(mobilenet_v2_weights):
     options = {"backbone": "mobilenet_v2", "backbone_weights": str(mobilenet_v2_weights),
                "decoder_channels": [16, 8, 8, 8, 8]}
+    torch.manual_seed(0)
     click = build_model("click_encoder_unet", 1, 3, **options)
     plain = build_model("encoder_unet", 1, 3, **options)
     first = click.base.backbone.stages[0][0][0]  # MobileNetV2's features[0]: conv-BN-ReLU6
     assert first.in_channels == 6
     reference = plain.backbone.stages[0][0][0].weight
     assert torch.equal(first.weight[:, :3], reference)  # the ImageNet filters, untouched
-    assert torch.count_nonzero(first.weight[:, 3:]) == 0
-    # Before training the clicks change nothing: the model sees the image as its encoder was trained to.
+    # The click channels start random with the ImageNet filters' spread (zeros learned nothing in 120 steps).
+    extra = first.weight[:, 3:]
+    assert torch.count_nonzero(extra) == extra.numel()
+    assert float(extra.std()) == pytest.approx(float(reference.std()), rel=0.15)
     click.eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         a = click(x, torch.zeros(1, 2, 64, 64), torch.zeros(1, 1, 64, 64))
         b = click(x, torch.ones(1, 2, 64, 64), torch.ones(1, 1, 64, 64))
-    assert torch.equal(a, b)
+        # No click and no previous mask: the click channels add nothing, the encoder sees the image alone.
+        first.weight[:, 3:] = 0
+        c = click(x, torch.zeros(1, 2, 64, 64), torch.zeros(1, 1, 64, 64))
+    assert not torch.allclose(a, b)  # the clicks count from the first step
+    assert torch.equal(a, c)
     # A base trained from scratch gets initialised click channels, which do change the output.
     scratch = build_model("click_unet", 1, 3, **TINY_MODEL)
     assert torch.count_nonzero(scratch.base.inc.block[0].weight[:, 3:]) > 0

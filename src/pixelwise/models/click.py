@@ -9,11 +9,13 @@ one logit map, the object.
 
 :class:`ClickModel` wraps any semantic model of the registry that way: the base is built with ``num_classes=1`` and
 the image's channels, then its first convolution is widened by three input channels. The base's own filters for the
-image channels are kept as they are (ImageNet filters of a pretrained encoder stay exactly ImageNet's); the three
-new input channels of a pretrained first convolution start at zero, so before training the network sees the image
-exactly as its encoder was trained to and learns how much the clicks should count (RITM's ``conv1s`` branch adds the
-click features to the first layer's output for the same reason). A base trained from scratch gets PyTorch's default
-initialisation for the new channels.
+image channels are kept as they are (ImageNet filters of a pretrained encoder stay exactly ImageNet's). The three
+new input channels of a pretrained first convolution start at random with the spread of its image filters (RITM's
+``conv1s`` branch, a randomly initialised convolution of the click maps added to the first layer's output, does the
+same): where there is no click and no previous mask they are zero, so the encoder sees an image as it was trained
+to, and at a click the network feels it from the first step. (Starting them at zero, a MobileNetV2 encoder learned
+nothing from the clicks in 120 steps: the gradient grows them too slowly at a fine-tuning learning rate.) A base
+trained from scratch gets PyTorch's default initialisation for the new channels.
 
 Registered as ``click_<base>`` (task ``"prompt"``) for U-Net, the U-Net decoder on a pretrained encoder, LR-ASPP and
 DeepLabv3+; each takes its base's options (``build_model("click_encoder_unet", backbone="mobilenet_v2",
@@ -52,10 +54,11 @@ def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     raise ValueError(f"{type(model).__name__} has no Conv2d to widen for the click channels")
 
 
-def widen_first_conv(model: nn.Module, image_channels: int, extra: int, zero_extra: bool) -> nn.Conv2d:
+def widen_first_conv(model: nn.Module, image_channels: int, extra: int, match_extra: bool) -> nn.Conv2d:
     """Replace the first convolution of ``model`` (taking ``image_channels`` inputs) by one taking
     ``image_channels + extra``: weights of the image channels and the bias copied, those of the ``extra`` channels
-    zero (``zero_extra``) or PyTorch's default initialisation. Returns the new convolution.
+    normal with the image filters' standard deviation (``match_extra``) or PyTorch's default initialisation.
+    Returns the new convolution.
 
     Raises:
         ValueError: the first convolution does not take ``image_channels`` inputs, or is grouped.
@@ -69,8 +72,8 @@ def widen_first_conv(model: nn.Module, image_channels: int, extra: int, zero_ext
     new = new.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         new.weight[:, :image_channels].copy_(conv.weight)
-        if zero_extra:
-            new.weight[:, image_channels:].zero_()
+        if match_extra:  # the click channels as strong as the (pretrained) image channels from the first step
+            new.weight[:, image_channels:].normal_(0.0, float(conv.weight.std()))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     setattr(parent, name, new)
@@ -85,7 +88,8 @@ class ClickModel(nn.Module):
         num_classes: must be 1 (one logit map: the object).
         in_channels: C, channels of the images (3 RGB, 1 grey); the network takes C + 3.
         **options: the base model's options (``base_channels``, ``backbone``, ``backbone_weights``, ...). With
-            ``backbone_weights`` given, the first convolution's click and mask channels start at zero.
+            ``backbone_weights`` given, the first convolution's click and mask channels start at the spread of its
+            pretrained image filters.
 
     Attributes:
         image_channels: C. base: the wrapped model (its first convolution takes C + 3 channels).
@@ -112,7 +116,7 @@ class ClickModel(nn.Module):
         self.image_channels = in_channels
         self.base = entry.factory(1, in_channels, **options)
         pretrained = options.get("backbone_weights") is not None
-        widen_first_conv(self.base, in_channels, PROMPT_CHANNELS, zero_extra=pretrained)
+        widen_first_conv(self.base, in_channels, PROMPT_CHANNELS, match_extra=pretrained)
         if hasattr(self.base, "in_channels"):  # U-Net checks its input's channels against it
             self.base.in_channels = in_channels + PROMPT_CHANNELS
 
