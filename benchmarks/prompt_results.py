@@ -4,12 +4,13 @@
     python benchmarks/prompt_results.py [--max-objects 100] [--sam-checkpoint sam_vit_b_01ec64.pth] [--no-train]
 
 The objects are ISBI 2012's cells (4-connected regions of the "cell" class, at least 100 pixels) of train[25:],
-the first ``--max-objects`` in the dataset's order (image by image), the same for every method. The protocol is
+``--max-objects`` of them spread evenly over the split (every len/N-th, as ``pixelwise eval --max-objects``
+picks them), the same for every method. The protocol is
 :func:`pixelwise.prompt.clicks.run_clicks` (RITM's simulated user, at most ``--max-clicks`` = 20 clicks):
 
 - the click model: ``pixelwise train --config configs/click_isbi.yaml`` (:func:`results_table.finished_run`), then
   ``pixelwise eval --max-objects N --max-clicks 20 --json``; its seconds per click are timed apart, in this process,
-  on the first ``--time-objects`` objects, through ``Predictor.from_checkpoint`` (a ClickPredictor given its
+  on the first ``--time-objects`` of those objects, through ``Predictor.from_checkpoint`` (a ClickPredictor given its
   previous logits at each click, as eval runs it);
 - GrabCut and the random walker (:mod:`pixelwise.prompt.baselines`), on the grayscale image;
 - SAM, only with ``--sam-checkpoint`` (Meta's ``sam_vit_*.pth``, its variant from ``--sam-variant``), on the
@@ -23,6 +24,9 @@ For the baselines and SAM an object's run stops once it has reached IoU 0.90 and
 stops at its target IoU too): no later click changes NoC@85, NoC@90, NoF or mIoU@1 / mIoU@5, the columns reported,
 and a GrabCut or random-walker call on a 512x512 image takes seconds. Seconds per click: the mean time of the
 method's calls (SAM's ``predict`` alone; its ``set_image``, once per image, reported apart).
+
+The baselines' scores are kept in ``runs/prompt_baselines/`` (per method, object count and click budget) and
+reused by later runs, since they take most of the time; ``--rerun-baselines`` recomputes them.
 
 Also reports where the click model's training time went (its log.jsonl: mean ``step_s`` and the share of it
 ``data_s``, waiting for the loader). Writes benchmarks/results/prompt_results.md and the docs section between the
@@ -63,21 +67,24 @@ class _Reached(Exception):
 
 
 def _objects(max_objects: int):
-    """The held-out objects (ObjectDataset, untransformed) and how many of them are scored."""
+    """The held-out objects (ObjectDataset, untransformed) and the indices of those scored: ``max_objects`` spread
+    evenly over the split, as ``pixelwise eval --max-objects`` picks them."""
     from pixelwise.data.objects import build_object_dataset
     from pixelwise.engine.config import apply_overrides
+    from pixelwise.prompt.click_training import spread_indices
 
     ds = build_object_dataset(str(ROOT / ISBI), SPLIT, **apply_overrides({}, CELLS))
-    return ds, min(max_objects, len(ds))
+    return ds, spread_indices(len(ds), max_objects)
 
 
-def score(make_segment, ds, n: int, max_clicks: int, early_stop: bool = True, label: str = "") -> dict:
-    """The click protocol on objects 0..n-1 of ``ds``: ``make_segment(image_index, image uint8 (H, W))`` returns
+def score(make_segment, ds, chosen: list[int], max_clicks: int, early_stop: bool = True, label: str = "") -> dict:
+    """The click protocol on the objects ``chosen`` of ``ds``: ``make_segment(image_index, image uint8 (H, W))`` returns
     ``segment(clicks) -> bool (H, W)``, built once per image. Returns noc_summary's scores plus ``s_per_click``
     (mean time of the segment calls) and ``clicks``."""
     per_object, seconds, calls = [], 0.0, 0
     current = (None, None)
-    for k in range(n):
+    n = len(chosen)
+    for j, k in enumerate(chosen):
         index = ds.objects[k][0]
         image, mask = ds.raw_item(k)
         truth = np.asarray(mask)
@@ -105,7 +112,7 @@ def score(make_segment, ds, n: int, max_clicks: int, early_stop: bool = True, la
             pass
         per_object.append(ious)
         if label:
-            print(f"  {label}: object {k + 1}/{n}, {len(ious)} clicks, last IoU {ious[-1]:.3f}", flush=True)
+            print(f"  {label}: object {j + 1}/{n}, {len(ious)} clicks, last IoU {ious[-1]:.3f}", flush=True)
     return {**noc_summary(per_object, (0.85, 0.90), max_clicks), "s_per_click": seconds / max(calls, 1),
             "clicks": calls}
 
@@ -154,8 +161,8 @@ class SamClicks:
         return segment
 
 
-def click_model_seconds(checkpoint: str, ds, n: int, max_clicks: int) -> dict:
-    """The trained click model through Predictor.from_checkpoint on objects 0..n-1 (every click: all clicks so far
+def click_model_seconds(checkpoint: str, ds, chosen: list[int], max_clicks: int) -> dict:
+    """The trained click model through Predictor.from_checkpoint on the objects ``chosen`` (every click: all clicks so far
     and its previous logits, as ``pixelwise eval`` runs it), timed; no early stop."""
     from pixelwise.engine.predictor import Predictor
 
@@ -175,7 +182,7 @@ def click_model_seconds(checkpoint: str, ds, n: int, max_clicks: int) -> dict:
         return segment
 
     with torch.inference_mode():
-        return score(make, ds, n, max_clicks, early_stop=False)
+        return score(make, ds, chosen, max_clicks, early_stop=False)
 
 
 def training_time(run_dir: Path) -> str:
@@ -200,13 +207,15 @@ def _row(name: str, m: dict, n: int, note: str = "") -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--max-objects", type=int, default=100, help="score the first N held-out objects (default 100)")
+    ap.add_argument("--max-objects", type=int, default=100, help="score N held-out objects spread evenly (default 100)")
     ap.add_argument("--max-clicks", type=int, default=20, help="the click budget per object (the field's: 20)")
     ap.add_argument("--time-objects", type=int, default=3,
                     help="objects on which the click model's seconds per click are timed in-process (default 3)")
     ap.add_argument("--sam-checkpoint", metavar="PATH", help="add a SAM row: Meta's released weights")
     ap.add_argument("--sam-variant", default="vit_b", help="vit_b, vit_l or vit_h, the checkpoint's (default vit_b)")
     ap.add_argument("--no-train", action="store_true", help="tabulate an existing run only")
+    ap.add_argument("--rerun-baselines", action="store_true",
+                    help="recompute GrabCut and the random walker even if runs/prompt_baselines holds their scores")
     ap.add_argument("--no-publish", action="store_true", help="print the table only; write no file")
     ap.add_argument("--run-dir", default=RUN, help=argparse.SUPPRESS)  # a tiny run for checking this script
     ap.add_argument("--sam-tiny", action="store_true", help=argparse.SUPPRESS)  # random toy SAM, for checks
@@ -216,8 +225,9 @@ def main() -> int:
     train_cmd = ["pixelwise", "train", "--config", CONFIG, "--out", out]
     if not finished_run("click_isbi", out, train_cmd, args.no_train):
         return 1
-    ds, n = _objects(args.max_objects)
-    print(f"scoring the first {n} of the {len(ds)} objects of {ISBI} ({SPLIT}), at most {args.max_clicks} clicks",
+    ds, chosen = _objects(args.max_objects)
+    n = len(chosen)
+    print(f"scoring {n} of the {len(ds)} objects of {ISBI} ({SPLIT}), at most {args.max_clicks} clicks",
           flush=True)
 
     json_path = run_dir / f"eval_noc_{n}.json"
@@ -225,17 +235,29 @@ def main() -> int:
                 "--data-option", *CELLS, "--max-objects", str(n), "--max-clicks", str(args.max_clicks)]
     run([*PIXELWISE, *eval_cmd[1:], "--json", str(json_path), "--quiet"])
     model = json.loads(json_path.read_text())
-    timing = click_model_seconds(str(run_dir / "best.pt"), ds, min(args.time_objects, n), args.max_clicks)
+    timed = chosen[:args.time_objects]
+    timing = click_model_seconds(str(run_dir / "best.pt"), ds, timed, args.max_clicks)
     model["s_per_click"] = timing["s_per_click"]
-    if min(args.time_objects, n) == n:  # the same objects: the in-process run must give eval's numbers
+    if len(timed) == n:  # the same objects: the in-process run must give eval's numbers
         same = all(abs(model[k] - timing[k]) < 1e-9 for k in timing if k.startswith(("NoC", "NoF", "mIoU")))
         print(f"in-process click model run {'matches' if same else 'DIFFERS FROM'} pixelwise eval's scores",
               flush=True)
 
-    rows = [_row(f"click model (`{CONFIG}`)", model, n, f" (on {min(args.time_objects, n)} objects)")]
-    for name, make in (("GrabCut (OpenCV)", grabcut), ("random walker (scikit-image)", random_walker)):
-        print(f"{name} ...", flush=True)
-        rows.append(_row(name, score(make, ds, n, args.max_clicks, label=name), n))
+    rows = [_row(f"click model (`{CONFIG}`)", model, n, f" (on {len(timed)} objects)")]
+    for slug, name, make in (("grabcut", "GrabCut (OpenCV)", grabcut),
+                             ("random_walker", "random walker (scikit-image)", random_walker)):
+        # A baseline's scores depend only on the objects and the click budget: kept in runs/ and reused (they take
+        # most of this script's time) unless --rerun-baselines.
+        cache = ROOT / "runs" / "prompt_baselines" / f"{slug}_{n}objects_{args.max_clicks}clicks.json"
+        if cache.exists() and not args.rerun_baselines:
+            scores = json.loads(cache.read_text())
+            print(f"{name}: the scores of {cache.relative_to(ROOT)} (--rerun-baselines to recompute)", flush=True)
+        else:
+            print(f"{name} ...", flush=True)
+            scores = score(make, ds, chosen, args.max_clicks, label=name)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(scores, indent=2))
+        rows.append(_row(name, scores, n))
         print(rows[-1], flush=True)
     sam_note = ""
     if args.sam_checkpoint or args.sam_tiny:
@@ -250,17 +272,18 @@ def main() -> int:
             name = f"SAM {args.sam_variant} (`{Path(args.sam_checkpoint).name}`)"
         sam = SamClicks(sam_model)
         with torch.inference_mode():
-            rows.append(_row(name, score(sam, ds, n, args.max_clicks, label="SAM"), n))
+            rows.append(_row(name, score(sam, ds, chosen, args.max_clicks, label="SAM"), n))
         sam_note = (f" SAM's image encoding (set_image, once per image, not in its seconds per click): "
                     f"{statistics.mean(sam.encode_s):.2f} s on average over {len(sam.encode_s)} image(s).")
-    images = len({ds.objects[k][0] for k in range(n)})
+    images = len({ds.objects[k][0] for k in chosen})
     table = "\n".join([
         "| method | NoC@85 | NoC@90 | NoF@85 | NoF@90 | mIoU@1 % | mIoU@5 % | s per click |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         f"ISBI 2012 cells (4-connected regions of the cell class of at least 100 pixels), held-out split {SPLIT}: "
-        f"the first {n} of its {len(ds)} objects ({images} of its 5 512x512 images), the same for every method; "
+        f"{n} of its {len(ds)} objects spread evenly over it ({images} of its 5 512x512 images), the same for every "
+        f"method; "
         f"click protocol of at most {args.max_clicks} clicks (RITM's simulated user), NoC/NoF at IoU 0.85 / 0.90; "
         f"measured on {machine()}." + sam_note,
         "",
@@ -270,7 +293,7 @@ def main() -> int:
         + (f" --max-clicks {args.max_clicks}" if args.max_clicks != 20 else "")
         + (f" --sam-checkpoint {args.sam_checkpoint}" if args.sam_checkpoint else "")
         + f"`: the click model by `{shlex.join(train_cmd)}` then `{shlex.join(eval_cmd)}`; its seconds per click "
-        f"timed on the first {min(args.time_objects, n)} objects through `Predictor.from_checkpoint` (a whole "
+        f"timed on the first {len(timed)} of those objects through `Predictor.from_checkpoint` (a whole "
         "forward per click); the baselines' and SAM's runs stop once an object reached IoU 0.90 after 5 or more "
         "clicks, which changes none of these columns.",
     ]) + "\n"

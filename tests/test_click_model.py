@@ -20,7 +20,7 @@ from pixelwise.engine.train import Trainer, train
 from pixelwise.errors import ConfigError
 from pixelwise.models import build_model, list_models, model_complexity
 from pixelwise.prompt.click_predictor import ClickPredictor
-from pixelwise.prompt.click_training import evaluate_clicks, summarize_clicks
+from pixelwise.prompt.click_training import evaluate_clicks, spread_indices, summarize_clicks
 
 TINY_MODEL = {"base_channels": 4, "depth": 2}
 
@@ -199,6 +199,16 @@ def test_training_on_one_image_lowers_its_noc(isbi_dir, tmp_path):
     assert metrics["NoC@85"] <= 0.8 * before["NoC@85"], (before, metrics)
     assert metrics["mIoU@5"] > before["mIoU@5"] + 0.3
     assert load_checkpoint(tmp_path / "run" / "best.pt").best_score == metrics["NoC@85"]
+
+
+def test_capped_objects_are_spread_over_the_split():
+    # eval --max-objects and prompt_kwargs.val_max_objects score objects from every image, not the first image's.
+    assert spread_indices(10, 3) == [0, 3, 6]
+    assert spread_indices(10, 10) == spread_indices(10, 12) == spread_indices(10, None) == list(range(10))
+    picked = spread_indices(499, 30)
+    assert len(set(picked)) == 30 and picked == sorted(picked) and picked[-1] == 482
+    with pytest.raises(ValueError, match=">= 1"):
+        spread_indices(10, 0)
 
 
 TINY_CLICK_TRAIN = ["--model", "click_unet", "--batch-size", "4", "--crop-size", "32", "32", "--quiet",

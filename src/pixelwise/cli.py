@@ -200,7 +200,7 @@ def _eval_prompt(args: argparse.Namespace, predictor) -> int:
         ious = evaluate_clicks(predictor.model, ds, predictor.device, args.max_clicks, args.max_objects,
                                progress=not args.quiet)
     metrics = summarize_clicks(ious, args.max_clicks)
-    capped = f" (the first {len(ious)} of {len(ds)})" if len(ious) < len(ds) else ""
+    capped = f" ({len(ious)} of {len(ds)}, spread evenly)" if len(ious) < len(ds) else ""
     print(f"{args.checkpoint} on {args.data} ({args.split}, {len(ious)} objects{capped}; click protocol, at most "
           f"{args.max_clicks} clicks per object):")
     print(_metrics_table("prompt", metrics, list(ds.classes)))
@@ -537,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the metrics dict and class names here")
     e.add_argument("--max-detections", type=int, default=100, help="instance models: detections per image that "
                    "COCO AP counts (COCO's protocol: 100; raise it for images of more objects)")
-    e.add_argument("--max-objects", type=int, metavar="N", help="click models: score the first N objects of the "
-                   "split only (each object costs up to --max-clicks forward passes; default: all)")
+    e.add_argument("--max-objects", type=int, metavar="N", help="click models: score N objects spread evenly over "
+                   "the split (every len/N-th; each costs up to --max-clicks forward passes; default: all)")
     e.add_argument("--max-clicks", type=int, default=20, help="click models: the click budget per object (the "
                    "field's protocol: 20)")
     e.add_argument("--data-option", nargs="+", metavar="KEY=VALUE", help="dataset reader options, as in training's "

@@ -533,15 +533,14 @@ class Trainer:
         return float(distributed.all_reduce_sum(loss_acc, self.world)) / self.world.size
 
     def _validate_prompt(self) -> dict[str, Any]:
-        """The click protocol over the val split's objects (the first prompt_kwargs.val_max_objects), each process
-        running its shard and the IoU lists gathered in dataset order."""
-        from pixelwise.prompt.click_training import evaluate_clicks, summarize_clicks
+        """The click protocol over the val split's objects (prompt_kwargs.val_max_objects of them spread evenly over
+        the split, or all), each process running its shard and the IoU lists gathered in dataset order."""
+        from pixelwise.prompt.click_training import evaluate_clicks, spread_indices, summarize_clicks
 
         options = self.cfg.prompt_kwargs
-        count = len(self.val_set)
-        if options["val_max_objects"] is not None:
-            count = min(count, options["val_max_objects"])
-        shard = list(range(self.world.rank, count, self.world.size))
+        chosen = spread_indices(len(self.val_set), options["val_max_objects"])
+        count = len(chosen)
+        shard = chosen[self.world.rank::self.world.size]
         ious = evaluate_clicks(self.model, self.val_set, self.device, options["val_max_clicks"], indices=shard,
                                amp_dtype=self.amp_dtype)
         if self.world.distributed:

@@ -39,7 +39,8 @@ from tqdm import tqdm
 from pixelwise.prompt.clicks import Click, click_maps, error_distances, next_click, noc_summary, run_clicks
 
 __all__ = ["CLICK_RADIUS", "PROMPT_DEFAULTS", "click_loss", "evaluate_clicks", "format_noc_table",
-           "initial_clicks", "normalized_focal_loss", "prepare_clicks", "run_object", "summarize_clicks"]
+           "initial_clicks", "normalized_focal_loss", "prepare_clicks", "run_object", "spread_indices",
+           "summarize_clicks"]
 
 #: Disk radius of a click, in pixels (RITM's).
 CLICK_RADIUS = 5
@@ -211,14 +212,30 @@ def run_object(model: nn.Module, image: Tensor, gt: np.ndarray, ignore: np.ndarr
     return run_clicks(segment, gt, max_clicks=max_clicks, ignore=ignore)
 
 
+def spread_indices(count: int, limit: int | None) -> list[int]:
+    """``limit`` of the indices ``0..count-1`` spread evenly over them (``floor(i * count / limit)``, in order), or all
+    of them when ``limit`` is None or at least ``count``: the objects scored when a split's are capped, drawn from all
+    of its images rather than the first image's.
+
+    Raises:
+        ValueError: ``limit`` < 1.
+    """
+    if limit is None or limit >= count:
+        return list(range(count))
+    if limit < 1:
+        raise ValueError(f"the number of objects must be >= 1, got {limit}")
+    return [i * count // limit for i in range(limit)]
+
+
 @torch.no_grad()
 def evaluate_clicks(model: nn.Module, dataset, device: torch.device | str = "cpu", max_clicks: int = 20,
                     max_objects: int | None = None, indices: Sequence[int] | None = None, progress: bool = False,
                     amp_dtype: torch.dtype | None = None) -> list[list[float]]:
     """The IoU after each click (:func:`run_object`) of each object of ``dataset`` (items ``(image float (C, H, W)
     normalised, mask int64 (H, W))``, :class:`pixelwise.data.objects.ObjectDataset` with
-    :func:`~pixelwise.data.objects.object_eval_transforms`): the first ``max_objects`` objects (None: all), or
-    those of ``indices`` (a process's shard). The model is left in eval mode.
+    :func:`~pixelwise.data.objects.object_eval_transforms`): ``max_objects`` objects spread evenly over the split
+    (:func:`spread_indices`; None: all), or those of ``indices`` (a process's shard). The model is left in eval
+    mode.
 
     Returns:
         One IoU list per object, in dataset order; :func:`summarize_clicks` scores them.
@@ -227,7 +244,7 @@ def evaluate_clicks(model: nn.Module, dataset, device: torch.device | str = "cpu
     device = torch.device(device)
     ignore_index = getattr(dataset, "ignore_index", 255)
     if indices is None:
-        indices = range(len(dataset) if max_objects is None else min(max_objects, len(dataset)))
+        indices = spread_indices(len(dataset), max_objects)
     out = []
     for i in tqdm(indices, desc="clicks", leave=False, disable=not progress):
         image, mask = dataset[i]
