@@ -40,7 +40,7 @@ import torch
 
 from pixelwise.errors import ConfigError, DatasetError
 
-__all__ = ["SegmentationMetrics", "format_table", "json_safe"]
+__all__ = ["DepthMetrics", "NormalMetrics", "SegmentationMetrics", "format_table", "json_safe"]
 
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -372,3 +372,6 @@ def format_table(results: dict[str, Any], class_names: list[str] | None = None) 
         text = _pct(value)
         rows.append(f"{label + ':':<{label_width + 1}} {text:>6}{'' if text == '-' else ' %'}")
     return "\n".join(rows)
+
+
+from pixelwise.depth.metrics import DepthMetrics, NormalMetrics  # noqa: E402
