@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from pixelwise.depth.geometry import encode_normals, write_depth_png
 from pixelwise.errors import DatasetError
 
 __all__ = ["SyntheticDepth", "default_intrinsics", "render_scene", "write_synthetic_depth"]
@@ -543,20 +544,6 @@ class SyntheticDepth(Dataset):
         )
 
 
-def _save_depth_mm(path: Path, depth: np.ndarray) -> None:
-    """Metres (float, 0 = invalid) to a single-channel uint16 PNG of millimetres (Pillow mode ``I;16``)."""
-    mm = np.rint(np.asarray(depth, dtype=np.float64) * 1000.0)
-    if mm.min() < 0 or mm.max() > 65535:
-        raise ValueError(f"depth {depth.min()}..{depth.max()} m does not fit a uint16 millimetre PNG")
-    Image.fromarray(mm.astype(np.uint16)).save(path, format="PNG")
-
-
-def _save_normals(path: Path, normals: np.ndarray) -> None:
-    """Normals (3, H, W) to an RGB PNG, ``round((n + 1) / 2 * 255)``; the zero vector becomes (128, 128, 128)."""
-    code = np.rint((np.asarray(normals, dtype=np.float64).transpose(1, 2, 0) + 1.0) / 2.0 * 255.0)
-    Image.fromarray(np.clip(code, 0, 255).astype(np.uint8)).save(path, format="PNG")
-
-
 def write_synthetic_depth(
     root: str | Path,
     counts: Mapping[str, int] | None = None,
@@ -609,8 +596,9 @@ def write_synthetic_depth(
         for i, name in enumerate(ds.ids):
             frame = ds.render(i)
             Image.fromarray(frame["image"]).save(root / "images" / ds.split / f"{name}.png", format="PNG")
-            _save_depth_mm(root / "depth" / ds.split / f"{name}.png", frame["depth"])
-            _save_normals(root / "normals" / ds.split / f"{name}.png", frame["normals"])
+            write_depth_png(root / "depth" / ds.split / f"{name}.png", frame["depth"], "mm")
+            normals = encode_normals(torch.from_numpy(frame["normals"])).numpy()
+            Image.fromarray(normals).save(root / "normals" / ds.split / f"{name}.png", format="PNG")
         (root / f"{ds.split}.txt").write_text("".join(i + "\n" for i in ds.ids))
     fx, fy, cx, cy = datasets[0].intrinsics
     meta = {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "depth_scale": "mm"}
