@@ -9,6 +9,7 @@ scale-invariant log loss, berHu, gradient matching, cosine and angular normal lo
 :mod:`pixelwise.depth.synthetic` the built-in dataset, ray-cast rooms with exact depth and normals.
 """
 
+from pixelwise.depth.data import DepthFolder, depth_eval_transforms, depth_train_transforms
 from pixelwise.depth.geometry import (
     DEPTH_PNG_SCALES,
     backproject,
@@ -25,6 +26,7 @@ from pixelwise.depth.synthetic import SyntheticDepth, render_scene, write_synthe
 __all__ = [
     "DEPTH_LOSSES",
     "DEPTH_PNG_SCALES",
+    "DepthFolder",
     "DepthLoss",
     "DepthMetrics",
     "NormalMetrics",
@@ -32,6 +34,8 @@ __all__ = [
     "backproject",
     "build_depth_loss",
     "decode_normals",
+    "depth_eval_transforms",
+    "depth_train_transforms",
     "encode_normals",
     "eval_crop",
     "normals_from_depth",
