@@ -77,10 +77,28 @@ def _objects(max_objects: int):
     return ds, spread_indices(len(ds), max_objects)
 
 
-def score(make_segment, ds, chosen: list[int], max_clicks: int, early_stop: bool = True, label: str = "") -> dict:
+def _summary(per_object: list[list[float]], seconds: float, calls: int, max_clicks: int) -> dict:
+    return {**noc_summary(per_object, (0.85, 0.90), max_clicks), "s_per_click": seconds / max(calls, 1),
+            "clicks": calls, "seconds": seconds, "ious": per_object}
+
+
+def score(make_segment, ds, chosen: list[int], max_clicks: int, early_stop: bool = True, label: str = "",
+          jobs: int = 1) -> dict:
     """The click protocol on the objects ``chosen`` of ``ds``: ``make_segment(image_index, image uint8 (H, W))`` returns
     ``segment(clicks) -> bool (H, W)``, built once per image. Returns noc_summary's scores plus ``s_per_click``
-    (mean time of the segment calls) and ``clicks``."""
+    (mean time of the segment calls), ``clicks``, ``seconds`` and the IoUs of each object (``ious``). With ``jobs``
+    > 1 the objects are split into that many interleaved shares scored in parallel processes (one thread each)."""
+    if jobs > 1:
+        import multiprocessing
+
+        shares = [chosen[i::jobs] for i in range(jobs)]
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            parts = pool.starmap(_score_share, [(make_segment, ds, share, max_clicks, early_stop, label)
+                                                for share in shares])
+        per_object: list[list[float]] = [[] for _ in chosen]
+        for i, part in enumerate(parts):
+            per_object[i::jobs] = part["ious"]
+        return _summary(per_object, sum(p["seconds"] for p in parts), sum(p["clicks"] for p in parts), max_clicks)
     per_object, seconds, calls = [], 0.0, 0
     current = (None, None)
     n = len(chosen)
@@ -113,8 +131,12 @@ def score(make_segment, ds, chosen: list[int], max_clicks: int, early_stop: bool
         per_object.append(ious)
         if label:
             print(f"  {label}: object {j + 1}/{n}, {len(ious)} clicks, last IoU {ious[-1]:.3f}", flush=True)
-    return {**noc_summary(per_object, (0.85, 0.90), max_clicks), "s_per_click": seconds / max(calls, 1),
-            "clicks": calls}
+    return _summary(per_object, seconds, calls, max_clicks)
+
+
+def _score_share(make_segment, ds, share, max_clicks, early_stop, label) -> dict:
+    torch.set_num_threads(1)
+    return score(make_segment, ds, share, max_clicks, early_stop, label)
 
 
 def grabcut(_index, image):
@@ -214,6 +236,8 @@ def main() -> int:
     ap.add_argument("--sam-checkpoint", metavar="PATH", help="add a SAM row: Meta's released weights")
     ap.add_argument("--sam-variant", default="vit_b", help="vit_b, vit_l or vit_h, the checkpoint's (default vit_b)")
     ap.add_argument("--no-train", action="store_true", help="tabulate an existing run only")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="score the baselines' objects in this many parallel processes (default 1)")
     ap.add_argument("--rerun-baselines", action="store_true",
                     help="recompute GrabCut and the random walker even if runs/prompt_baselines holds their scores")
     ap.add_argument("--no-publish", action="store_true", help="print the table only; write no file")
@@ -254,7 +278,7 @@ def main() -> int:
             print(f"{name}: the scores of {cache.relative_to(ROOT)} (--rerun-baselines to recompute)", flush=True)
         else:
             print(f"{name} ...", flush=True)
-            scores = score(make, ds, chosen, args.max_clicks, label=name)
+            scores = score(make, ds, chosen, args.max_clicks, label=name, jobs=args.jobs)
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(scores, indent=2))
         rows.append(_row(name, scores, n))
