@@ -157,6 +157,24 @@ def normals_from_depth(
     return normals, valid
 
 
+def check_normal_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Check a predicted and a true normal map for the losses and metrics.
+
+    Raises:
+        ValueError: not two floating-point tensors of one (N, 3, H, W) shape.
+    """
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise ValueError(
+            f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
+        )
+    if not pred.is_floating_point() or not target.is_floating_point():
+        raise ValueError(f"pred and target must be floating-point normals, got {pred.dtype} and {target.dtype}")
+    if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
+        raise ValueError(
+            f"pred and target must both have shape (N, 3, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+
+
 def encode_normals(normals: torch.Tensor) -> torch.Tensor:
     """Unit normals (3, H, W) as an 8-bit RGB image (H, W, 3): ``round((n + 1) / 2 * 255)`` per component.
 

@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from pixelwise.depth.geometry import check_normal_pair
 from pixelwise.errors import ConfigError
 
 __all__ = [
@@ -350,16 +351,7 @@ def _normal_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit ``(pred, target)`` (N, 3, H, W) in the working dtype, both (1, 0, 0) where the combined bool (N, H, W)
     mask is False, and that mask."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError(
-            f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
-        )
-    if not pred.is_floating_point() or not target.is_floating_point():
-        raise ValueError(f"pred and target must be floating-point normals, got {pred.dtype} and {target.dtype}")
-    if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
-        raise ValueError(
-            f"pred and target must both have shape (N, 3, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+    check_normal_pair(pred, target)
     _check_eps(eps)
     dtype = _work_dtype(pred)
     p, g = pred.to(dtype), target.to(dtype)

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from pixelwise.depth.geometry import check_normal_pair
 from pixelwise.errors import ConfigError
 
 __all__ = ["DEPTH_METRIC_NAMES", "DepthMetrics", "NormalMetrics", "eval_crop"]
@@ -383,17 +384,7 @@ class NormalMetrics:
             ValueError: not floating-point tensors of the same (N, 3, H, W) shape on one device, a ``valid`` of
                 another shape, or a non-finite prediction or target at a counted pixel.
         """
-        if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise ValueError(
-                f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
-            )
-        if not pred.is_floating_point() or not target.is_floating_point():
-            raise ValueError(f"pred and target must be floating-point normals, got {pred.dtype} and {target.dtype}")
-        if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
-            raise ValueError(
-                f"pred and target must both have shape (N, 3, H, W), got {tuple(pred.shape)} and "
-                f"{tuple(target.shape)}"
-            )
+        check_normal_pair(pred, target)
         if pred.device != target.device:
             raise ValueError(f"pred is on {pred.device} but target is on {target.device}; put both on one device")
         dtype = _work_dtype(pred.device)
