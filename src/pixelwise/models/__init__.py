@@ -31,6 +31,7 @@ from pixelwise.models import patch_classifier as patch_classifier  # noqa: F401
 from pixelwise.models import segnet as segnet  # noqa: F401
 from pixelwise.models import unet as unet  # noqa: F401
 from pixelwise.models import click as click  # noqa: F401  (after the semantic models it wraps)
+from pixelwise.models import dense as dense  # noqa: F401  (after the semantic models it wraps)
 from pixelwise.models.unet import UNet
 
 __all__ = [

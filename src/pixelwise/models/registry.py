@@ -54,8 +54,12 @@ _COMMON_ARGS = ("num_classes", "in_channels")
 #: What a registered model predicts. "semantic": ``model(images) -> logits (N, K, H, W)``; "instance": torchvision's
 #: detection contract (a list of (C, H, W) images in [0, 1] -> a list of dicts of boxes, labels, scores, masks);
 #: "prompt": a click model, ``model(images, clicks (N, 2, H, W), prev_mask (N, 1, H, W)) -> logits (N, 1, H, W)``
-#: (:mod:`pixelwise.models.click`).
-TASKS = ("semantic", "instance", "prompt")
+#: (:mod:`pixelwise.models.click`); "depth", "normals", "depth+normals": dense regression,
+#: ``model(images) -> {"depth": (N, 1, H, W) metres, "normals": (N, 3, H, W) unit}`` (:mod:`pixelwise.models.dense`).
+TASKS = ("semantic", "instance", "prompt", "depth", "normals", "depth+normals")
+
+#: Output channels fixed by a task, whatever ``num_classes`` a table of models asks for.
+_TASK_OUTPUTS = {"prompt": 1, "depth": 1, "normals": 3, "depth+normals": 4}
 
 
 @dataclass(frozen=True)
@@ -232,13 +236,15 @@ def model_complexity(
         ``{"params": int, "flops": int | None}``; ``params`` counts trainable parameters only (FCN's fixed bilinear
         upsampling is not a parameter in any useful sense). ``flops`` is None for an instance model, whose cost
         depends on how many regions it keeps. A click model (task ``"prompt"``) is counted with its one output
-        and its three prompt channels (click disks, previous mask) beside the image.
+        and its three prompt channels (click disks, previous mask) beside the image; a dense regression model
+        (tasks ``"depth"``, ``"normals"``, ``"depth+normals"``) with its 1, 3 or 4 output channels and the image.
 
     Raises:
         ConfigError: as :func:`build_model`.
     """
-    if _get_entry(name).task == "prompt":
-        num_classes = 1  # a click model has one output, the object, whatever a table's other models have
+    # A click model has one output, the object, and a dense model its task's channels, whatever a table's other
+    # models have.
+    num_classes = _TASK_OUTPUTS.get(_get_entry(name).task, num_classes)
     with torch.device("meta"):
         model = build_model(name, num_classes, in_channels, **kwargs)
     if _get_entry(name).task == "instance":
