@@ -223,3 +223,13 @@ def test_build_errors_name_the_options():
         DenseRegressionModel("unet", "depth+normal", **tiny)
     with pytest.raises(ValueError, match="semantic"):
         DenseRegressionModel("click_unet", "depth", **tiny)
+
+
+def test_pixelwise_train_refuses_a_dense_model_with_a_clear_message(tiny_dataset, tmp_path, capsys):
+    from pixelwise.cli import main
+
+    assert main(["train", "--data", str(tiny_dataset), "--model", "depth_unet", "--out", str(tmp_path / "run"),
+                 "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "depth_unet is a depth model" in err and "build_model" in err
+    assert not (tmp_path / "run").exists()

@@ -125,14 +125,20 @@ class TrainConfig:
         self.validate()
 
     def _model_task(self) -> str:
-        """The task of ``model`` ("semantic" or "instance"), from the model registry.
+        """The task of ``model`` ("semantic", "instance" or "prompt"), from the model registry.
 
         Raises:
-            ConfigError: ``model`` is not a registered model (the message lists them).
+            ConfigError: ``model`` is not a registered model (the message lists them), or one of a task that
+                ``pixelwise train`` does not train (the dense-regression models, built from Python for now).
         """
         from pixelwise.models import get_model_info
 
-        return get_model_info(self.model)["task"]
+        task = get_model_info(self.model)["task"]
+        if task not in TASK_DEFAULTS:
+            raise ConfigError(f"{self.model} is a {task} model, which pixelwise train cannot train yet (it trains "
+                              f"{', '.join(TASK_DEFAULTS)} models); build it from Python with "
+                              f"pixelwise.models.build_model({self.model!r}, ...) and the losses of pixelwise.depth")
+        return task
 
     def validate(self) -> None:
         """Raises ConfigError naming the bad value and what is accepted."""
