@@ -65,7 +65,7 @@ def test_pretrained_first_conv_keeps_its_filters_and_the_click_channels_start_at
     reference = plain.backbone.stages[0][0][0].weight
     assert torch.equal(first.weight[:, :3], reference)  # the ImageNet filters, untouched
     # The click channels start random with the ImageNet filters' spread (zeros learned nothing in 120 steps).
-    extra = first.weight[:, 3:]
+    extra = first.weight[:, 3:].detach()
     assert torch.count_nonzero(extra) == extra.numel()
     assert float(extra.std()) == pytest.approx(float(reference.std()), rel=0.15)
     click.eval()

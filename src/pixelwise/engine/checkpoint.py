@@ -30,7 +30,7 @@ from pixelwise.errors import CheckpointError
 #: The file layout written today; 1 is the flat layout before the ModelCard, still read.
 CHECKPOINT_VERSION = 2
 #: The tasks a card may name. Each has its own model outputs and :class:`pixelwise.Predictor` result type.
-TASKS = ("semantic", "instance", "prompt", "depth", "normals", "depth+normals")
+TASKS = ("semantic", "instance", "prompt")
 #: The validation score that picks ``best.pt``, per task: mIoU and mask AP (fractions, higher is better), and the
 #: click protocol's NoC@85 (mean clicks to reach IoU 0.85, lower is better; :data:`LOWER_IS_BETTER`).
 SCORES = {"semantic": "mIoU", "instance": "segm_AP", "prompt": "NoC@85"}
