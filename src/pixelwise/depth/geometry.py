@@ -157,6 +157,23 @@ def normals_from_depth(
     return normals, valid
 
 
+def check_depth_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Check a predicted and a true depth map (metres) for the losses and metrics (their shapes are checked there).
+
+    Raises:
+        ValueError: not two floating-point tensors.
+    """
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise ValueError(
+            f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
+        )
+    if not pred.is_floating_point() or not target.is_floating_point():
+        raise ValueError(
+            f"pred and target must be floating-point depth in metres, got {pred.dtype} and {target.dtype} "
+            "(divide stored uint16 depth by its scale, e.g. with pixelwise.depth.read_depth_png)"
+        )
+
+
 def check_normal_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     """Check a predicted and a true normal map for the losses and metrics.
 

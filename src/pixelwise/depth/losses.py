@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pixelwise.depth.geometry import check_normal_pair
+from pixelwise.depth.geometry import check_depth_pair, check_normal_pair
 from pixelwise.errors import ConfigError
 
 __all__ = [
@@ -85,15 +85,7 @@ def _depth_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(pred, target, valid)`` as (N, H, W) tensors in the working dtype, with pred = target = 1 wherever ``valid``
     (the combined mask, bool) is False."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError(
-            f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
-        )
-    if not pred.is_floating_point() or not target.is_floating_point():
-        raise ValueError(
-            f"pred and target must be floating-point depth in metres, got {pred.dtype} and {target.dtype} "
-            "(divide stored uint16 depth by its scale, e.g. with pixelwise.depth.read_depth_png)"
-        )
+    check_depth_pair(pred, target)
     p, t = _as_nhw(pred, "pred"), _as_nhw(target, "target")
     if p.shape != t.shape:
         raise ValueError(

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from pixelwise.depth.geometry import check_normal_pair
+from pixelwise.depth.geometry import check_depth_pair, check_normal_pair
 from pixelwise.errors import ConfigError
 
 __all__ = ["DEPTH_METRIC_NAMES", "DepthMetrics", "NormalMetrics", "eval_crop"]
@@ -183,15 +183,7 @@ class DepthMetrics:
                 different devices; a prediction that is NaN (or, without the matching cap, inf or <= 0) at a
                 valid pixel; with ``median_scaling``, an image whose median prediction is not > 0.
         """
-        if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise ValueError(
-                f"pred and target must be torch tensors, got {type(pred).__name__} and {type(target).__name__}"
-            )
-        if not pred.is_floating_point() or not target.is_floating_point():
-            raise ValueError(
-                f"pred and target must be floating-point depth in metres, got {pred.dtype} and {target.dtype} "
-                "(divide stored uint16 depth by its scale, e.g. with pixelwise.depth.read_depth_png)"
-            )
+        check_depth_pair(pred, target)
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred and target shapes differ: pred {tuple(pred.shape)} vs target {tuple(target.shape)} "
