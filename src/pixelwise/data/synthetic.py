@@ -41,6 +41,21 @@ _DISK, _SQUARE, _TRIANGLE, _RING = 1, 2, 3, 4
 _MIN_SIDE = 16
 
 
+
+def image_index(index: object, n: int, split: str) -> int:
+    """``index`` of a synthetic split of ``n`` images as a non-negative int (negative indices count from the end).
+
+    Raises:
+        TypeError: ``index`` is not an int. IndexError: it is outside ``-n .. n - 1``.
+    """
+    try:
+        index = operator.index(index)
+    except TypeError:
+        raise TypeError(f"dataset index must be an int, got {type(index).__name__}") from None
+    if not -n <= index < n:
+        raise IndexError(f"index {index} out of range for {split} split of {n} synthetic images")
+    return index + n if index < 0 else index
+
 class SyntheticShapes(Dataset):
     """Shapes of four classes on textured backgrounds, generated deterministically from a seed.
 
@@ -141,15 +156,7 @@ class SyntheticShapes(Dataset):
 
         Same content as :meth:`__getitem__`, in the channel-last layout that Pillow and matplotlib use.
         """
-        try:
-            index = operator.index(index)
-        except TypeError:
-            raise TypeError(f"dataset index must be an int, got {type(index).__name__}") from None
-        n = self.num_images
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {self.split} split of {n} synthetic images")
-        if index < 0:
-            index += n
+        index = image_index(index, self.num_images, self.split)
         rng = np.random.default_rng([self.seed, self.split_index, index])
         height, width = self.image_size
 

@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from pixelwise.data.synthetic import image_index
 from pixelwise.depth.geometry import encode_normals, write_depth_png
 from pixelwise.errors import DatasetError
 
@@ -515,15 +516,7 @@ class SyntheticDepth(Dataset):
         Raises:
             IndexError: ``index`` is outside ``-len(self) .. len(self) - 1``.
         """
-        try:
-            index = operator.index(index)
-        except TypeError:
-            raise TypeError(f"dataset index must be an int, got {type(index).__name__}") from None
-        n = self.num_images
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {self.split} split of {n} synthetic images")
-        if index < 0:
-            index += n
+        index = image_index(index, self.num_images, self.split)
         return render_scene((self.seed, self.split_index, index), self.image_size, self.intrinsics)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
